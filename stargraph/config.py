@@ -1,0 +1,369 @@
+"""The star-graph testbed's typed configs (field docstrings become ``--help``) and their presets.
+
+Resolution order: preset YAML (``stargraph/presets/<name>.yaml``) < ``--config FILE`` < flags and
+``--set key=value``.  The resolved config is written to every run folder as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import configlib
+from .configlib import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+Objective = Literal[
+    "sft",
+    "sft_critical",
+    "rft",
+    "dpo",
+    "per_step_dpo",
+    "per_step_dpo_sft",
+    "per_step_dpop",
+    "per_step_ipo",
+    "awr",
+]
+OBJECTIVES: tuple[str, ...] = Objective.__args__  # type: ignore[attr-defined]
+
+
+@dataclass
+class DataConfig:
+    degree: int = 2
+    "Out-degree of the source: the number of arms (Next-Token-Failures' --deg)."
+    path_len: int = 4
+    "Nodes on the source-to-goal path, source and goal included (Next-Token-Failures' --path_len)."
+    num_nodes: int = 20
+    "Number of node labels 0..num_nodes-1 (Next-Token-Failures' --num_nodes)."
+    n_train: int = 5000
+    "Distinct training graphs (disjoint from the test graphs)."
+    n_test: int = 2000
+    "Distinct test graphs."
+    n_eval_train: int = 2000
+    "Training graphs scored for the train metrics (the first ones of the training set)."
+    seed: int | None = None
+    "Seed of the graphs; null means the run seed."
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "n_eval_train"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1")
+        self.n_eval_train = min(self.n_eval_train, self.n_train)
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    "Transformer blocks."
+    n_head: int = 4
+    "Attention heads per block."
+    n_embd: int = 128
+    "Residual stream width."
+    bias: bool = True
+    "Biases in linear layers and LayerNorms (as in Next-Token-Failures' GPT)."
+    dropout: float = 0.0
+    "Dropout probability (0 in Next-Token-Failures)."
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 2000
+    "Optimizer steps of next-token-prediction training."
+    batch_size: int = 128
+    "Graphs per step (drawn without replacement within an epoch)."
+    lr: float = 1e-3
+    "Peak AdamW learning rate."
+    warmup_steps: int = 100
+    "Linear warm-up steps (Next-Token-Failures: 100)."
+    schedule: Literal["constant", "cosine"] = "constant"
+    "After warm-up: constant, or cosine decay to min_lr at the last step."
+    min_lr: float = 1e-5
+    "Final learning rate of the cosine schedule."
+    weight_decay: float = 0.0
+    "AdamW weight decay on matrices (Next-Token-Failures effectively uses 0)."
+    beta1: float = 0.9
+    "AdamW beta1."
+    beta2: float = 0.999
+    "AdamW beta2."
+    grad_clip: float = 0.0
+    "Gradient-norm clip (0 = off)."
+    eval_every: int = 100
+    "Steps between evaluations (also at step 0 and at the end)."
+    checkpoint_at: list[int] = field(default_factory=list)
+    "Steps at which to save a checkpoint ckpt_<step>.pt (the final step is always saved)."
+    resume_every: int = 500
+    "Steps between resumable snapshots (model, optimizer, RNG); 0 = never. A killed run resumes from the last one."
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("sft.steps must be >= 0, sft.batch_size and sft.eval_every >= 1")
+        bad = [s for s in self.checkpoint_at if not 0 <= s <= self.steps]
+        if bad:
+            raise ValueError(f"sft.checkpoint_at has steps outside [0, sft.steps={self.steps}]: {bad}")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    "cpu, cuda, cuda:N, or auto (CUDA when available)."
+    threads: int = 0
+    "torch.set_num_threads for this process (0 = leave torch's default)."
+    compile: bool = False
+    "Wrap the training forward in torch.compile."
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    "bf16 autocast: auto = on CUDA only; bf16 = on CUDA and CPU (fast on CPUs with AVX512-BF16/AMX); off = float32."
+    eval_batch_size: int = 4096
+    "Graphs per teacher-forced evaluation / sampling batch."
+    bok_k: int = 5
+    "K of the best-of-K metrics (the paper's BoK rollout policy uses K = 5)."
+
+
+@dataclass
+class TrainConfig:
+    """``stargraph train``: SFT on star graphs."""
+
+    seed: int = 0
+    "Seed of the run (model init, batch order; graphs too unless data.seed is set)."
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.data.seed is None else self.data.seed
+
+
+@dataclass
+class PoolConfig:
+    policy: Literal["fixed", "resampled", "balanced", "fresh"] = "resampled"
+    "fixed: sampled once from the starting policy; resampled: every resample_every steps from the sampler policy on training graphs; balanced: like resampled, but every graph with a negative contributes exactly samples_per_graph negatives; fresh: like resampled, on newly generated graphs never seen in SFT."
+    resample_every: int = 200
+    "Steps between pool rebuilds (0 = build once)."
+    graphs: int = 1024
+    "Graphs per pool."
+    samples_per_graph: int = 4
+    "Responses sampled per graph (negatives kept per graph with policy=balanced)."
+    max_tries: int = 32
+    "balanced: responses sampled per graph to find its negatives."
+    sampler: Literal["current", "start"] = "current"
+    "Policy that samples the pool: the current one or the starting checkpoint."
+    temperature: float = 1.0
+    "Sampling temperature of the pool's responses."
+
+    def __post_init__(self) -> None:
+        if self.graphs < 1 or self.samples_per_graph < 1 or self.max_tries < 1 or self.resample_every < 0:
+            raise ValueError("pool.graphs, pool.samples_per_graph, pool.max_tries must be >= 1 and resample_every >= 0")
+        if not self.temperature > 0:
+            raise ValueError("pool.temperature must be > 0")
+
+
+@dataclass
+class PostTrainConfig:
+    """``stargraph posttrain``: continue from an SFT checkpoint with one objective."""
+
+    init: str = ""
+    "SFT checkpoint (.pt) to start from; it is also the frozen reference of the preference losses."
+    objective: Objective = "per_step_dpo"
+    "sft (continued SFT, control), sft_critical (SFT on the critical token only), rft, dpo (whole paths), per_step_dpo, per_step_dpo_sft (plus sft_weight * SFT on positives), per_step_dpop (DPO-Positive), per_step_ipo, awr (advantage-weighted regression)."
+    steps: int = 500
+    "Optimizer steps."
+    batch_size: int = 64
+    "Pairs per step (sequences for sft, sft_critical, rft, awr)."
+    lr: float = 3e-4
+    "AdamW learning rate."
+    warmup_steps: int = 0
+    "Linear warm-up steps."
+    weight_decay: float = 0.0
+    "AdamW weight decay on matrices."
+    grad_clip: float = 0.0
+    "Gradient-norm clip (0 = off)."
+    beta: float = 0.1
+    "KL coefficient of the preference losses; temperature of AWR's exp(A / beta)."
+    label_smoothing: float = 0.0
+    "Conservative-DPO label smoothing of the sigmoid losses."
+    dpop_lambda: float = 5.0
+    "lambda of DPO-Positive."
+    sft_weight: float = 1.0
+    "Weight of the SFT term on positives in per_step_dpo_sft."
+    awr_max_weight: float = 20.0
+    "Clip of AWR's exp(A / beta) weights."
+    pairing: Literal["random", "max_edit_distance"] = "random"
+    "How standard DPO pairs the positive with negatives."
+    construction: Literal["full", "shared_prefix"] = "full"
+    "Per-step pairs: full (positive vs negative truncated at its first pit) or shared_prefix (prefix before the pit, correct continuation vs the pit step)."
+    q_estimator: Literal["exact", "mc"] = "exact"
+    "Q of step prefixes for first pits and advantages: exact (one teacher-forced pass) or Monte-Carlo rollouts."
+    mc_rollouts: int = 8
+    "Rollouts per step prefix for q_estimator=mc."
+    bok_k: int = 0
+    "Use the best-of-K rollout policy for Q (0 = the policy itself): exact Q becomes 1-(1-Q)^K; MC uses K rollouts and 'any succeeded'."
+    pit_threshold: float | None = None
+    "First pit = first step with Q <= threshold; null = first step with the lowest Q."
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    eval_every: int = 50
+    "Steps between evaluations (also at step 0 and at the end)."
+    seed: int = 0
+    "Seed of sampling, pairing and batch order."
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("steps must be >= 0; batch_size, eval_every >= 1")
+        if not self.beta > 0:
+            raise ValueError("beta must be > 0")
+        if self.mc_rollouts < 1 or self.bok_k < 0:
+            raise ValueError("mc_rollouts must be >= 1 and bok_k >= 0")
+
+
+@dataclass
+class ArmConfig:
+    """One post-training arm of ``reproduce``: an objective started from an SFT checkpoint."""
+
+    name: str = ""
+    "Arm name (folder name)."
+    init_step: int = 0
+    "SFT step whose checkpoint the arm starts from (must be in train.sft.checkpoint_at or the last step)."
+    set: dict[str, object] = field(default_factory=dict)
+    "Overrides of the posttrain config for this arm, e.g. {objective: dpo, beta: 0.5}."
+
+
+@dataclass
+class ReproduceConfig:
+    """``stargraph reproduce``: SFT per seed, then the Fig. 8 arms and the comparison arms."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    "Seeds; every arm runs once per seed."
+    train: TrainConfig = field(default_factory=TrainConfig)
+    posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
+    panel_a: str = ""
+    "Arm plotted with SFT in panel (a) (per-step DPO started at an early iteration)."
+    panel_b: list[str] = field(default_factory=list)
+    "Arms of panel (b): per-step DPO from under-trained checkpoints."
+    panel_c: list[str] = field(default_factory=list)
+    "Arms of panel (c): per-step DPO (and controls) from an over-trained checkpoint."
+    arms: list[ArmConfig] = field(default_factory=list)
+    "Every post-training arm (panels and comparisons)."
+    workers: int = 1
+    "Parallel worker processes (each gets cores / workers torch threads)."
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    "Runtime settings of every stage (replace train.runtime and posttrain.runtime)."
+
+    def __post_init__(self) -> None:
+        self.train.runtime = self.runtime
+        self.posttrain.runtime = self.runtime
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names) or any(not n for n in names):
+            raise ValueError(f"arm names must be unique and non-empty: {names}")
+        for ref in [self.panel_a, *self.panel_b, *self.panel_c]:
+            if ref and ref not in names:
+                raise ValueError(f"panel arm {ref!r} is not among arms {names}")
+        ckpts = set(self.train.sft.checkpoint_at) | {self.train.sft.steps}
+        for a in self.arms:
+            if a.init_step not in ckpts:
+                raise ValueError(
+                    f"arm {a.name!r} starts at SFT step {a.init_step}, which is not checkpointed "
+                    f"(train.sft.checkpoint_at={sorted(ckpts)})"
+                )
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+
+
+@dataclass
+class SweepConfig:
+    """``stargraph sweep``: a grid of post-training runs, each grid point a run folder (resumable)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    "Seed axis."
+    graphs: list[str] = field(default_factory=lambda: ["2,4,20"])
+    "Graph-size axis, each 'degree,path_len,num_nodes'."
+    n_train: list[int] = field(default_factory=lambda: [5000])
+    "Training-set-size axis."
+    init_steps: list[int] = field(default_factory=lambda: [100, 2000])
+    "SFT-checkpoint axis (steps); SFT runs once per (seed, graph, n_train, model) and saves these."
+    objectives: list[str] = field(default_factory=lambda: ["sft", "per_step_dpo"])
+    "Objective axis."
+    pools: list[str] = field(default_factory=lambda: ["resampled"])
+    "Pool-policy axis."
+    variants: dict[str, dict[str, object]] = field(default_factory=lambda: {"base": {}})
+    "Named override sets (axis), e.g. {deep: {train.model.n_layer: 6}, beta05: {posttrain.beta: 0.5}}; keys are dotted paths under train. or posttrain."
+    train: TrainConfig = field(default_factory=TrainConfig)
+    posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
+    workers: int = 0
+    "Worker processes (0 = one per 2 cores, at least 1); each gets cores / workers torch threads."
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    "Runtime settings of every stage (replace train.runtime and posttrain.runtime)."
+
+    def __post_init__(self) -> None:
+        self.train.runtime = self.runtime
+        self.posttrain.runtime = self.runtime
+        for g in self.graphs:
+            parse_graph(g)
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                raise ValueError(f"sweep objective {o!r} is not one of {OBJECTIVES}")
+        for p in self.pools:
+            if p not in ("fixed", "resampled", "balanced", "fresh"):
+                raise ValueError(f"sweep pool {p!r} is not fixed, resampled, balanced or fresh")
+        for name, over in self.variants.items():
+            for k in over:
+                if not (k.startswith("train.") or k.startswith("posttrain.")):
+                    raise ValueError(f"variant {name!r}: key {k!r} must start with train. or posttrain.")
+
+
+def parse_graph(text: str) -> tuple[int, int, int]:
+    try:
+        d, l, n = (int(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"graph size {text!r} must be 'degree,path_len,num_nodes'") from None
+    return d, l, n
+
+
+# ---------------------------------------------------------------- presets and resolution
+
+
+def preset_path(name: str) -> Path:
+    p = PRESET_DIR / f"{name}.yaml"
+    if not p.exists():
+        known = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(known)}")
+    return p
+
+
+def load_raw(path: Path, seen: tuple[str, ...] = ()) -> dict:
+    """A YAML config tree; an ``inherit: <preset>`` key merges that preset underneath."""
+    tree = configlib.load_yaml(path)
+    parent = tree.pop("inherit", None)
+    if parent is not None:
+        name = parent.value
+        if name in seen:
+            raise ConfigError(f"{parent.origin}: preset inheritance cycle through {name!r}")
+        tree = configlib.merge(load_raw(preset_path(name), seen + (name,)), tree)
+    return tree
+
+
+def section(tree: dict, key: str | None) -> dict:
+    if key is None:
+        return tree
+    sub = tree.get(key, {})
+    return sub if isinstance(sub, dict) else {}
+
+
+def resolve(cls: type, *, preset: str | None, config_file: str | None, overrides: dict, preset_section: str | None = None):
+    """Build ``cls`` from preset < config file < overrides.
+
+    ``preset_section`` (e.g. ``train``) picks that section of a preset, and of a config file that
+    has it, so ``stargraph train --preset quick`` uses the ``train:`` part of the quick preset.
+    """
+    tree: dict = {}
+    if preset:
+        tree = section(load_raw(preset_path(preset), (preset,)), preset_section)
+    if config_file:
+        file_tree = load_raw(Path(config_file))
+        if preset_section and isinstance(file_tree.get(preset_section), dict):
+            file_tree = file_tree[preset_section]
+        tree = configlib.merge(tree, file_tree)
+    tree = configlib.merge(tree, overrides)
+    return configlib.build(cls, tree)

@@ -1,0 +1,169 @@
+"""Metrics from one teacher-forced pass, and greedy/sampled generation.
+
+Greedy decoding reproduces the true path iff the argmax equals the target token at every target
+position under teacher forcing (each greedy step then sees exactly the teacher-forced prefix), so
+full-path greedy accuracy, per-position accuracy and the critical token's accuracy all come from one
+forward pass over prefix + path.  The same pass gives exact Q-values: from any prefix on the true
+path the correct continuation is unique, so its success probability is the product of the policy's
+probabilities of the remaining true tokens (:func:`shared.advantages.exact_q_values`).
+
+Target positions ``j = 0..L-1`` hold the path (``j = 0`` the source, ``j = 1`` the critical token).
+Steps (for Q-values, pits, advantages) are the nodes after the source: step ``i`` is position
+``i + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from shared.advantages import best_of_k, exact_q_values
+from shared.logprobs import token_logprobs
+
+from .model import GPT, autocast
+from .tokenizer import TokenizedGraphs
+
+
+def source_children(tokens_NT: torch.Tensor, P: int, degree: int) -> torch.Tensor:
+    """``(N, degree)`` children of each graph's source, read from the edge list in the prefix."""
+    E = (P - 3) // 3
+    parents = tokens_NT[:, 0 : 3 * E - 1 : 3]
+    children = tokens_NT[:, 1 : 3 * E - 1 : 3]
+    src = tokens_NT[:, P - 3 : P - 2]
+    is_child = parents == src
+    # stable sort puts the source's edges first, in prefix order
+    order = torch.sort(is_child.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :degree]
+    return children.gather(1, order)
+
+
+@torch.no_grad()
+def teacher_forced(model: GPT, data: TokenizedGraphs, *, batch_size: int = 4096, amp: bool | str = "auto") -> dict[str, torch.Tensor]:
+    """Per-graph quantities of one teacher-forced pass (all on CPU, float64 where it matters).
+
+    Returns ``logp_NL`` (log-prob of each true target token), ``correct_NL`` (argmax == target),
+    ``child_mass_N`` (probability of the source's children at the critical position) and
+    ``min_child_N`` (the critical argmax is the smallest-id child).
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    P, L = data.P, data.L
+    out: dict[str, list[torch.Tensor]] = {"logp_NL": [], "correct_NL": [], "child_mass_N": [], "min_child_N": []}
+    degree = data.spec.degree
+    for start in range(0, len(data), batch_size):
+        tok = data.tokens_NT[start : start + batch_size].to(dev)
+        with autocast(dev, amp):
+            logits = model(tok[:, :-1], logits_from=P - 1)
+        logits = logits.float()
+        labels = tok[:, P:]
+        out["logp_NL"].append(token_logprobs(logits, labels).double().cpu())
+        pred = logits.argmax(-1)
+        out["correct_NL"].append((pred == labels).cpu())
+        kids = source_children(tok, P, degree)
+        probs = torch.softmax(logits[:, 1], dim=-1)
+        out["child_mass_N"].append(probs.gather(1, kids).sum(1).double().cpu())
+        out["min_child_N"].append((pred[:, 1] == kids.min(1).values).cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def summarize(tf: dict[str, torch.Tensor], *, bok_k: int = 5, prefix: str = "") -> dict[str, float]:
+    """Scalar metrics from :func:`teacher_forced`.
+
+    - ``loss``: mean NLL per target token (as Next-Token-Failures' loss);
+    - ``acc``: full-path greedy accuracy; ``acc_pos{j}``: per-position accuracy;
+    - ``crit_acc``: accuracy of the critical token (position 1); ``lookup_acc``: positions 2..L-1;
+    - ``crit_prob``: mean probability of the correct critical token;
+    - ``q_crit``: exact Q of the prefix through the correct critical token (success probability of
+      the rest); ``v_crit``: value at the critical decision, pi(critical) * q_crit (= the success
+      probability of sampling after the source); ``*_bok``: the same under best-of-``bok_k``;
+    - ``crit_child_mass``: probability on the source's children; ``crit_min_child``: fraction of
+      graphs whose critical argmax is the smallest-id child (the spurious heuristic).
+    """
+    logp, correct = tf["logp_NL"], tf["correct_NL"]
+    N, L = logp.shape
+    steps_lp = logp[:, 1:]
+    ex = exact_q_values(steps_lp, torch.ones_like(steps_lp, dtype=torch.bool))
+    q_crit = ex.q_BS[:, 0] if L > 1 else torch.ones(N, dtype=torch.float64)
+    v_crit = ex.v0_B
+    m: dict[str, float] = {
+        "loss": float(-logp.mean()),
+        "acc": float(correct.all(1).double().mean()),
+    }
+    for j in range(L):
+        m[f"acc_pos{j}"] = float(correct[:, j].double().mean())
+    if L > 1:
+        m["crit_acc"] = float(correct[:, 1].double().mean())
+        m["crit_prob"] = float(logp[:, 1].exp().mean())
+    if L > 2:
+        m["lookup_acc"] = float(correct[:, 2:].double().mean())
+    m["q_crit"] = float(q_crit.mean())
+    m["v_crit"] = float(v_crit.mean())
+    if bok_k > 0:
+        m["q_crit_bok"] = float(best_of_k(q_crit, bok_k).mean())
+        m["v_crit_bok"] = float(best_of_k(v_crit, bok_k).mean())
+    m["crit_child_mass"] = float(tf["child_mass_N"].mean())
+    m["crit_min_child"] = float(tf["min_child_N"].double().mean())
+    clean = {k: (v if math.isfinite(v) else float("nan")) for k, v in m.items()}
+    return {f"{prefix}{k}": v for k, v in clean.items()}
+
+
+def evaluate(model: GPT, sets: dict[str, TokenizedGraphs], *, batch_size: int, amp: bool | str, bok_k: int) -> dict[str, float]:
+    """``{"train/acc": ..., "test/acc": ...}`` for every named set."""
+    out: dict[str, float] = {}
+    for name, data in sets.items():
+        out.update(summarize(teacher_forced(model, data, batch_size=batch_size, amp=amp), bok_k=bok_k, prefix=f"{name}/"))
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    seq_BT: torch.Tensor,
+    start_B: torch.Tensor | int,
+    *,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    amp: bool | str = "auto",
+    batch_size: int = 8192,
+) -> torch.Tensor:
+    """Fill ``seq_BT[b, start_B[b]:]`` autoregressively (KV-cache free; sequences are short).
+
+    Positions before ``start_B[b]`` are kept. ``temperature == 0`` is greedy decoding; otherwise
+    tokens are drawn with ``torch.multinomial`` from ``generator`` (on the model's device).
+    Returns a new tensor.
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    seq = seq_BT.to(dev).clone()
+    B, T = seq.shape
+    start = torch.as_tensor(start_B, device=dev)
+    if start.dim() == 0:
+        start = start.expand(B)
+    if B == 0:
+        return seq
+    first = int(start.min())
+    if first < 1:
+        raise ValueError("generate: every row needs at least one fixed token before start")
+    for t in range(first, T):
+        rows = (start <= t).nonzero().squeeze(1)
+        for c in range(0, rows.numel(), batch_size):
+            r = rows[c : c + batch_size]
+            with autocast(dev, amp):
+                logits = model(seq[r, :t], logits_from=t - 1)[:, 0].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            seq[r, t] = nxt
+    model.train(was_training)
+    return seq
+
+
+def greedy_accuracy(model: GPT, data: TokenizedGraphs, *, batch_size: int = 4096, amp: bool | str = "auto") -> float:
+    """Full-path accuracy of autoregressive greedy decoding from the prefix (reference implementation)."""
+    gen = generate(model, data.tokens_NT, data.P, temperature=0.0, amp=amp, batch_size=batch_size)
+    return float((gen[:, data.P :].cpu() == data.path_NL.cpu()).all(1).double().mean())

@@ -1,0 +1,154 @@
+"""A nanoGPT-style GPT: learned positions, pre-LayerNorm blocks, SDPA causal attention, tied embeddings.
+
+Same architecture family as Next-Token-Failures' ``gpt`` model (GPT-2 blocks, tanh-GELU MLP of width
+4x, biases, no dropout by default), with a fused QKV projection and
+:func:`torch.nn.functional.scaled_dot_product_attention` (``is_causal=True``).  Weights are initialised
+from a seeded :class:`torch.Generator` (no global RNG).  bf16 autocast on CUDA is the caller's
+context (:func:`autocast`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    """Model shape (``vocab_size`` and ``block_size`` come from the graph family)."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, q_from: int = 0) -> torch.Tensor:
+        """Causal attention; with ``q_from > 0`` only positions ``q_from..T-1`` are queried (output
+        ``(B, T - q_from, C)``), each still attending to every earlier position."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        drop = self.dropout if self.training else 0.0
+        if q_from == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:
+            q = q[:, :, q_from:]
+            rows = torch.arange(q_from, T, device=x.device).unsqueeze(1)
+            mask = torch.arange(T, device=x.device).unsqueeze(0) <= rows  # bottom-right aligned causal mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, q_from: int = 0) -> torch.Tensor:
+        x = x[:, q_from:] + self.attn(self.ln_1(x), q_from)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """GPT-2 init (normal 0.02; residual projections scaled by 1/sqrt(2 n_layer)) from ``generator``."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("proj.weight") else 0.02
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:  # LayerNorm weight
+                p.fill_(1.0)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx_BT: torch.Tensor, logits_from: int = 0) -> torch.Tensor:
+        """Logits ``(B, T - logits_from, V)`` for positions ``logits_from..T-1`` of ``idx_BT``."""
+        B, T = idx_BT.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx_BT.device)
+        if not 0 <= logits_from < T:
+            raise ValueError(f"logits_from={logits_from} outside [0, {T})")
+        x = self.drop(self.wte(idx_BT) + self.wpe(pos))
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # Only the positions that get logits matter after the last block: skip the others there.
+            x = block(x, logits_from if i == last else 0)
+        if last < 0:
+            x = x[:, logits_from:]
+        return self.lm_head(self.ln_f(x))
+
+
+def autocast(device: torch.device | str, amp: bool | str = True):
+    """bf16 autocast: ``amp`` true/"auto" = on CUDA only; "bf16" = on CUDA and CPU; false/"off" = never."""
+    dev = torch.device(device)
+    if amp in (True, "auto") and dev.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if amp == "bf16" and dev.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev

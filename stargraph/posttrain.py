@@ -1,0 +1,437 @@
+"""``stargraph posttrain``: continue from an SFT checkpoint with one objective on sampled pools.
+
+The pool holds responses sampled from the current (or starting) policy on training graphs (or fresh
+graphs), their correctness, the Q-values of their step prefixes (exact or Monte-Carlo) and first
+pits.  Positives are the true paths (the only correct responses).  From the pool each objective
+builds its batches:
+
+- ``sft`` / ``sft_critical``: next-token prediction on the SFT training graphs (all target tokens,
+  or the critical token only); the control arm;
+- ``rft``: SFT on the pool's correct samples (rejection-sampling fine-tuning);
+- ``dpo``: standard DPO, true path vs a whole wrong sample (:func:`shared.pairs.random_pairs` or
+  :func:`shared.pairs.max_edit_distance_pairs`);
+- ``per_step_dpo`` (+ ``_sft``, ``_dpop``, ``_ipo``): pairs from :func:`shared.pairs.first_pit_pairs`
+  with pits from :func:`shared.advantages.first_pit`, loss :func:`shared.losses.per_step_dpo_loss`;
+- ``awr``: :func:`shared.losses.advantage_weighted_loss` with step advantages
+  :func:`shared.advantages.step_advantages` on every sample.
+
+The reference of the preference losses is the starting checkpoint (frozen); its token log-probs are
+computed once per pool.  A post-training run is short; when killed it restarts from its start (its
+metrics file is rewritten), so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from shared.advantages import best_of_k, first_pit, step_advantages, steps_to_tokens
+from shared.logprobs import token_logprobs
+from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
+from shared.pairs import Pair, PairStats, first_pit_pairs, max_edit_distance_pairs, random_pairs
+
+from . import runio
+from .config import PostTrainConfig
+from .evaluate import evaluate
+from .graphs import GraphSpec, fresh_graphs, make_splits
+from .model import GPT, autocast
+from .rollouts import StepQ, exact_step_q, mc_step_q, on_path, sample_responses, true_path_step_q
+from .tokenizer import TokenizedGraphs, tokenize_graphs
+from .train import EpochSampler, setup_runtime
+
+Log = Callable[[str], None]
+
+PAIR_OBJECTIVES = ("dpo", "per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo")
+NEEDS_Q = ("per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "awr")
+LOSS_TYPE = {"dpo": "sigmoid", "per_step_dpo": "sigmoid", "per_step_dpo_sft": "sigmoid", "per_step_dpop": "dpop", "per_step_ipo": "ipo"}
+
+
+class CyclicSampler:
+    """Batches of ``bs`` indices from successive seeded permutations of ``range(n)`` (any ``n >= 1``)."""
+
+    def __init__(self, n: int, bs: int, generator: torch.Generator) -> None:
+        self.n, self.bs, self.g = n, bs, generator
+        self.buf = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        while self.buf.numel() < self.bs:
+            self.buf = torch.cat([self.buf, torch.randperm(self.n, generator=self.g)])
+        out, self.buf = self.buf[: self.bs], self.buf[self.bs :]
+        return out
+
+
+@dataclass
+class Pool:
+    """Sampled responses of one pool round; index tensors live on the CPU."""
+
+    graphs: TokenizedGraphs
+    graph_M: torch.Tensor
+    resp_MS: torch.Tensor
+    correct_M: torch.Tensor
+    q: StepQ | None = None
+    pit_M: torch.Tensor | None = None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Batches:
+    """Training tensors built from a pool (on the device), for one family of objectives."""
+
+    kind: str  # "pairs" | "seqs" | "empty"
+    n: int
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _pad_rows(rows: list[list[int]], T: int, pad: int) -> torch.Tensor:
+    out = torch.full((len(rows), T), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+class PostTrainer:
+    def __init__(self, cfg: PostTrainConfig, run_dir: Path, log: Log = print) -> None:
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        rt = cfg.runtime
+        self.device = setup_runtime(rt)
+        self.model, ck = runio.load_checkpoint(cfg.init, self.device)
+        self.ref, _ = runio.load_checkpoint(cfg.init, self.device)
+        self.ref.eval().requires_grad_(False)
+        self.init_step = int(ck["step"])
+        sp = ck["spec"]
+        self.ck_spec = dict(sp)
+        self.spec = GraphSpec(sp["degree"], sp["path_len"], sp["num_nodes"])
+        self.data_seed = int(sp["data_seed"])
+        train_g, test_g = make_splits(self.spec, int(sp["n_train"]), int(sp["n_test"]), self.data_seed)
+        self.train = tokenize_graphs(train_g, self.device)
+        self.test = tokenize_graphs(test_g, self.device)
+        n_eval = int(sp.get("n_eval_train", min(len(self.train), len(self.test))))
+        self.eval_sets = {"train": self.train.subset(slice(0, n_eval)), "test": self.test}
+        self.seen_keys = set(train_g.keys()) | set(test_g.keys())
+        self.P, self.T, self.S = self.train.P, self.train.T, self.spec.path_len - 1
+        self.pad = self.spec.num_nodes + 3
+        # Seeded streams: torch for sampling and batches, numpy for pair choices.
+        self.gen_sample = torch.Generator(device=self.device).manual_seed(cfg.seed * 104729 + 3)
+        self.gen_batch = torch.Generator().manual_seed(cfg.seed * 104729 + 5)
+        self.rng = np.random.default_rng([cfg.seed, 11])
+        self.opt = runio.make_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.round = 0
+
+    # ------------------------------------------------------------ pools
+
+    def build_pool(self) -> Pool:
+        cfg, pc = self.cfg, self.cfg.pool
+        rt = cfg.runtime
+        if pc.policy == "fresh":
+            fg = fresh_graphs(self.spec, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, self.seen_keys)
+            graphs = tokenize_graphs(fg, self.device)
+            gidx = torch.arange(len(graphs))
+        else:
+            graphs = self.train
+            n = min(pc.graphs, len(graphs))
+            gidx = torch.randperm(len(graphs), generator=self.gen_batch)[:n].sort().values
+        sampler = self.model if (pc.sampler == "current" and pc.policy != "fixed") else self.ref
+        tries = pc.max_tries if pc.policy == "balanced" else pc.samples_per_graph
+        graph_M = gidx.repeat_interleave(tries)
+        resp = sample_responses(sampler, graphs, graph_M, temperature=pc.temperature, generator=self.gen_sample, amp=rt.amp, batch_size=rt.eval_batch_size).cpu()
+        correct = on_path(graphs, graph_M, resp)[:, -1]
+        stats = {"pool/graphs": int(gidx.numel()), "pool/sample_acc": float(correct.double().mean())}
+        if pc.policy == "balanced":
+            graph_M, resp, correct = self._balance(gidx, graph_M, resp, correct, tries)
+        pool = Pool(graphs, graph_M, resp, correct)
+        stats.update({"pool/samples": int(resp.shape[0]), "pool/negatives": int((~correct).sum())})
+        if cfg.objective in NEEDS_Q:
+            pool.q = self._step_q(sampler, graphs, graph_M, resp)
+            mask = torch.ones_like(pool.q.q_MS, dtype=torch.bool)
+            pool.pit_M = first_pit(pool.q.q_MS, mask, threshold=cfg.pit_threshold)
+            neg = ~correct
+            pits = pool.pit_M[neg]
+            if pits.numel():
+                stats["pool/neg_with_pit"] = float((pits >= 0).double().mean())
+                stats["pool/pit_at_critical"] = float((pits == 0).double().mean())
+                # pits that really are the first wrong step (exact Q makes this 1)
+                first_wrong = (~on_path(graphs, graph_M[neg], resp[neg])).to(torch.int8).argmax(1)
+                stats["pool/pit_is_first_error"] = float((pits == first_wrong).double().mean())
+        pool.stats = stats
+        self.round += 1
+        return pool
+
+    def _balance(self, gidx, graph_M, resp, correct, tries):
+        """Per graph with any negative: exactly ``samples_per_graph`` negatives (drawn with
+        replacement from the ones found), plus its correct samples among the first
+        ``samples_per_graph`` tries."""
+        k = self.cfg.pool.samples_per_graph
+        G = gidx.numel()
+        neg = (~correct).view(G, tries)
+        has = neg.any(1)
+        # choose k negatives per graph uniformly among its negatives (seeded)
+        w = neg.double()
+        w[~has] = 1.0
+        pick = torch.multinomial(w, k, replacement=True, generator=self.gen_batch)  # G, k
+        rows = (torch.arange(G).unsqueeze(1) * tries + pick)[has].reshape(-1)
+        first = (torch.arange(G).unsqueeze(1) * tries + torch.arange(k)).reshape(-1)
+        pos_rows = first[correct[first]]
+        keep = torch.cat([rows, pos_rows])
+        return graph_M[keep], resp[keep], correct[keep]
+
+    def _step_q(self, sampler: GPT, graphs: TokenizedGraphs, graph_M, resp) -> StepQ:
+        cfg, rt = self.cfg, self.cfg.runtime
+        # Q is measured under the policy that produced the pool (the rollout policy).
+        if cfg.q_estimator == "exact":
+            tq = true_path_step_q(sampler, graphs, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=cfg.bok_k)
+            return exact_step_q(tq, graphs, graph_M, resp)
+        k = cfg.bok_k if cfg.bok_k > 0 else cfg.mc_rollouts
+        return mc_step_q(sampler, graphs, graph_M, resp, k=k, bok=cfg.bok_k > 0, generator=self.gen_sample, amp=rt.amp, batch_size=rt.eval_batch_size)
+
+    # ------------------------------------------------------------ batches from a pool
+
+    def make_batches(self, pool: Pool) -> Batches:
+        obj = self.cfg.objective
+        if obj in PAIR_OBJECTIVES:
+            return self._pair_batches(pool)
+        if obj == "rft":
+            keep = pool.correct_M.nonzero().squeeze(1)
+            return self._seq_batches(pool, keep, adv=None)
+        if obj == "awr":
+            return self._seq_batches(pool, torch.arange(pool.resp_MS.shape[0]), adv=True)
+        return Batches("empty", 0)
+
+    def _prompt(self, graphs: TokenizedGraphs, g: int) -> list[int]:
+        return graphs.tokens_NT[g, : self.P + 1].tolist()
+
+    def _pair_batches(self, pool: Pool) -> Batches:
+        cfg = self.cfg
+        stats = PairStats()
+        graphs = pool.graphs
+        g_np = pool.graph_M.numpy()
+        order = np.argsort(g_np, kind="stable")
+        bounds = np.flatnonzero(np.diff(g_np[order])) + 1
+        chosen_rows, rejected_rows, cmask, rmask = [], [], [], []
+        path_np = graphs.path_NL.cpu().numpy()
+        resp_np = pool.resp_MS.numpy()
+        correct_np = pool.correct_M.numpy()
+        pit_np = pool.pit_M.numpy() if pool.pit_M is not None else None
+        for grp in np.split(order, bounds):
+            if grp.size == 0:
+                continue
+            g = int(g_np[grp[0]])
+            neg_rows = [int(r) for r in grp if not correct_np[r]]
+            if not neg_rows:
+                continue
+            positives = [tuple(int(x) for x in path_np[g, 1:])]
+            negatives = [tuple(int(x) for x in resp_np[r]) for r in neg_rows]
+            if cfg.objective == "dpo":
+                if cfg.pairing == "random":
+                    pairs = random_pairs(positives, negatives, seed=self.rng)
+                else:
+                    pairs = max_edit_distance_pairs(positives, negatives)
+            else:
+                pits = [int(pit_np[r]) for r in neg_rows]
+                pairs = first_pit_pairs(positives, negatives, pits, construction=cfg.construction, seed=self.rng, stats=stats)
+            prompt = self._prompt(graphs, g)
+            for pr in pairs:
+                chosen_rows.append(prompt + list(pr.prefix) + list(pr.chosen))
+                rejected_rows.append(prompt + list(pr.prefix) + list(pr.rejected))
+                cmask.append(self._span(len(pr.prefix), len(pr.chosen)))
+                rmask.append(self._span(len(pr.prefix), len(pr.rejected)))
+        n = len(chosen_rows)
+        pool.stats["pool/pairs"] = n
+        if stats.negatives_without_pit or stats.negatives_without_continuation:
+            pool.stats["pool/dropped_no_pit"] = stats.negatives_without_pit
+            pool.stats["pool/dropped_no_continuation"] = stats.negatives_without_continuation
+        if n == 0:
+            return Batches("empty", 0)
+        chosen = _pad_rows(chosen_rows, self.T, self.pad).to(self.device)
+        rejected = _pad_rows(rejected_rows, self.T, self.pad).to(self.device)
+        t = {
+            "chosen": chosen,
+            "rejected": rejected,
+            "chosen_mask": torch.stack(cmask).to(self.device),
+            "rejected_mask": torch.stack(rmask).to(self.device),
+        }
+        # Every chosen sequence is the true path (prefixes lie on it): SFT mask = all steps.
+        t["sft_mask"] = self._span(0, self.S).unsqueeze(0).expand(n, -1).to(self.device)
+        t["ref_chosen"] = self._ref_logps(chosen)
+        t["ref_rejected"] = self._ref_logps(rejected)
+        return Batches("pairs", n, t)
+
+    def _span(self, prefix_steps: int, n_steps: int) -> torch.Tensor:
+        """``(L,)`` mask over target positions of ``n_steps`` steps after ``prefix_steps`` steps."""
+        m = torch.zeros(self.S + 1, dtype=torch.bool)
+        m[1 + prefix_steps : 1 + prefix_steps + n_steps] = True
+        return m
+
+    @torch.no_grad()
+    def _ref_logps(self, seqs: torch.Tensor) -> torch.Tensor:
+        out = []
+        bs = self.cfg.runtime.eval_batch_size
+        for i in range(0, seqs.shape[0], bs):
+            s = seqs[i : i + bs]
+            with autocast(self.device, self.cfg.runtime.amp):
+                logits = self.ref(s[:, :-1], logits_from=self.P - 1)
+            out.append(token_logprobs(logits.float(), s[:, self.P :]))
+        return torch.cat(out)
+
+    def _seq_batches(self, pool: Pool, keep: torch.Tensor, adv: bool | None) -> Batches:
+        n = int(keep.numel())
+        pool.stats["pool/sequences"] = n
+        if n == 0:
+            return Batches("empty", 0)
+        g = pool.graph_M[keep]
+        seq = pool.graphs.tokens_NT[g.to(self.device)].clone()
+        seq[:, self.P + 1 :] = pool.resp_MS[keep].to(self.device)
+        mask = self._span(0, self.S).unsqueeze(0).expand(n, -1).to(self.device)
+        t = {"seq": seq, "mask": mask}
+        if adv:
+            q = pool.q
+            smask = torch.ones_like(q.q_MS[keep], dtype=torch.bool)
+            a_MS = step_advantages(q.q_MS[keep], q.v0_M[keep], smask)
+            step_ids = torch.cat([torch.full((n, 1), -1), torch.arange(self.S).expand(n, -1)], dim=1)
+            t["adv"] = steps_to_tokens(a_MS, step_ids).float().to(self.device)
+            pool.stats["pool/adv_critical_mean"] = float(a_MS[:, 0].mean())
+        return Batches("seqs", n, t)
+
+    # ------------------------------------------------------------ losses
+
+    def _logps(self, seqs: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.cfg.runtime.amp):
+            logits = self.model(seqs[:, :-1], logits_from=self.P - 1)
+        return token_logprobs(logits, seqs[:, self.P :])
+
+    def step_loss(self, batches: Batches, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, obj = self.cfg, self.cfg.objective
+        if obj in ("sft", "sft_critical"):
+            seq = self.train.tokens_NT[idx]
+            lp = self._logps(seq)
+            mask = torch.zeros_like(lp, dtype=torch.bool)
+            if obj == "sft":
+                mask[:] = True
+            else:
+                mask[:, 1] = True
+            loss = sft_loss(lp, mask).loss_B.mean()
+            return loss, {"loss": loss.detach()}
+        t = {k: v[idx.to(v.device)] for k, v in batches.tensors.items()}
+        if batches.kind == "seqs":
+            lp = self._logps(t["seq"])
+            if obj == "rft":
+                loss = sft_loss(lp, t["mask"]).loss_B.mean()
+                return loss, {"loss": loss.detach()}
+            out = advantage_weighted_loss(lp, t["adv"], t["mask"], beta=cfg.beta, max_weight=cfg.awr_max_weight)
+            loss = out.loss_B.mean()
+            return loss, {"loss": loss.detach(), "awr_clipped": out.clipped_fraction_B.mean()}
+        B = t["chosen"].shape[0]
+        lp = self._logps(torch.cat([t["chosen"], t["rejected"]]))
+        pi_c, pi_r = lp[:B], lp[B:]
+        out = per_step_dpo_loss(
+            pi_c, pi_r, t["ref_chosen"], t["ref_rejected"], t["chosen_mask"], t["rejected_mask"],
+            beta=cfg.beta, label_smoothing=cfg.label_smoothing if LOSS_TYPE[obj] == "sigmoid" else 0.0,
+            loss_type=LOSS_TYPE[obj], lam=cfg.dpop_lambda,
+        )
+        loss = out.loss_B.mean()
+        diag = {
+            "pref_loss": loss.detach(),
+            "margin": out.margins_B.mean(),
+            "reward_acc": out.accuracies_B.mean(),
+            "chosen_reward": out.chosen_rewards_B.mean(),
+            "rejected_reward": out.rejected_rewards_B.mean(),
+            "chosen_logp": (pi_c.detach() * t["sft_mask"]).sum(1).mean(),
+        }
+        if obj == "per_step_dpo_sft":
+            s = sft_loss(pi_c, t["sft_mask"]).loss_B.mean()
+            loss = loss + cfg.sft_weight * s
+            diag["sft_term"] = s.detach()
+        diag["loss"] = loss.detach()
+        return loss, diag
+
+    # ------------------------------------------------------------ loop
+
+    def run(self) -> dict:
+        cfg, rt = self.cfg, self.cfg.runtime
+        run_dir = self.run_dir
+        metrics = runio.MetricsLog(run_dir / "metrics.jsonl")
+        metrics.reset()
+        t0 = time.perf_counter()
+        needs_pool = cfg.objective not in ("sft", "sft_critical")
+        pool_stats: dict = {}
+        batches = Batches("empty", 0)
+        sft_sampler = EpochSampler(len(self.train), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device) if not needs_pool else None
+        sampler: CyclicSampler | None = None
+        acc: dict[str, list[torch.Tensor]] = {}
+        skipped = 0
+        pool_time = 0.0
+
+        def do_eval(step: int) -> dict:
+            nonlocal acc, skipped
+            rec: dict = {"step": step, "init_step": self.init_step, "objective": cfg.objective}
+            for k, v in acc.items():
+                rec[f"train_{k}"] = float(torch.stack(v).mean())
+            rec["empty_steps"] = skipped
+            rec.update(pool_stats)
+            rec.update(evaluate(self.model, self.eval_sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
+            rec["pool_time_s"] = pool_time
+            rec["time_s"] = time.perf_counter() - t0
+            metrics.append(rec)
+            acc, skipped = {}, 0
+            self.log(
+                f"[{cfg.objective}] step {step:5d} loss {rec.get('train_loss', float('nan')):.4f} "
+                f"train acc {rec['train/acc']:.3f} | test acc {rec['test/acc']:.3f} crit {rec['test/crit_acc']:.3f} "
+                f"lookup {rec.get('test/lookup_acc', float('nan')):.3f}"
+                + (f" | pairs {pool_stats.get('pool/pairs', '-')}" if needs_pool else "")
+                + f" | {rec['time_s']:.0f}s"
+            )
+            return rec
+
+        rec = do_eval(0)
+        self.model.train()
+        for step in range(cfg.steps):
+            pc = cfg.pool
+            rebuild = step == 0 or (pc.policy != "fixed" and pc.resample_every > 0 and step % pc.resample_every == 0)
+            if needs_pool and rebuild:
+                tp = time.perf_counter()
+                pool = self.build_pool()
+                batches = self.make_batches(pool)
+                pool_stats = dict(pool.stats)
+                sampler = CyclicSampler(batches.n, cfg.batch_size, self.gen_batch) if batches.n else None
+                pool_time += time.perf_counter() - tp
+                self.model.train()
+            runio.set_lr(self.opt, runio.lr_at(step, lr=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps))
+            if needs_pool and sampler is None:
+                skipped += 1
+            else:
+                idx = sft_sampler.next() if sft_sampler is not None else sampler.next()
+                loss, diag = self.step_loss(batches, idx)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                for k, v in diag.items():
+                    acc.setdefault(k, []).append(v.float())
+            done = step + 1
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                rec = do_eval(done)
+                self.model.train()
+        runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
+        return rec
+
+
+def posttrain(cfg: PostTrainConfig, run_dir: str | Path, log: Log = print) -> dict:
+    """Run one post-training arm in ``run_dir`` (skipped when already complete)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if runio.is_done(run_dir):
+        recs = runio.read_jsonl(run_dir / "metrics.jsonl")
+        log(f"[posttrain] {run_dir} is complete; skipping")
+        return recs[-1] if recs else {}
+    if not cfg.init:
+        raise ValueError("posttrain: init (an SFT checkpoint path) is required")
+    runio.write_config(run_dir, cfg)
+    t0 = time.perf_counter()
+    rec = PostTrainer(cfg, run_dir, log).run()
+    runio.mark_done(run_dir, {"time_s": time.perf_counter() - t0})
+    return rec
