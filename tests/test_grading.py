@@ -1,0 +1,440 @@
+"""The grader: extraction, the equivalence policy (positives and, as important, negatives), the
+bounded symbolic path, batch grading with dead and hung workers, and the real reference solutions."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+from mathreason import grading
+from mathreason.grading import Verdict, boxed_contents, extract_answer, grade, grade_many, last_boxed, parse_number
+
+
+# --------------------------------------------------------------------------------------------------
+# extraction
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, dataset, expected",
+    [
+        (r"so $x = \boxed{\frac{1}{2}}$.", "math", r"\frac{1}{2}"),
+        (r"\boxed{\frac{\sqrt{3}}{\left(2\right)}}", "math", r"\frac{\sqrt{3}}{\left(2\right)}"),
+        (r"first \boxed{1} then \fbox{2}", "math", "2"),
+        (r"nested \boxed{\boxed{7}}", "math", "7"),
+        (r"set \boxed{\{1, 2\}} done", "math", r"\{1, 2\}"),
+        (r"escaped \boxed{a\}b} end", "math", r"a\}b"),
+        (r"space form \boxed 5$ done", "math", "5"),
+        (r"truncated \boxed{3} and later \boxed{4", "math", "3"),
+        ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "math", r"\frac{3}{4}"),
+        ("The answer is: 12 dollars.\nThanks", "math", "12 dollars"),
+        ("3/4", "math", "3/4"),
+        ("a long\nmulti-line response without any final answer marker 12", "math", None),
+        ("", "math", None),
+        ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\n#### 18", "gsm8k", "18"),
+        ("#### 2,125", "gsm8k", "2,125"),
+        ("So she pays $1,000.00 in total.\nThe answer is $1,000.00.", "gsm8k", "1,000.00"),
+        ("The answer is 5 + 3 = 8.", "gsm8k", "8"),
+        ("The temperature drops to -4 degrees. The answer is -4.", "gsm8k", "-4"),
+        ("He has 3 apples, then 5, then 7 apples left", "gsm8k", "7"),
+        ("It is 10 - 3 = 7", "gsm8k", "7"),
+        ("The answer is \\boxed{\\frac{3}{2}}", "gsm8k", "\\frac{3}{2}"),
+        ("no digits here", "gsm8k", None),
+        ("Profit is 25% of cost", "gsm8k", "25%"),
+    ],
+)
+def test_extract_answer(text, dataset, expected):
+    assert extract_answer(text, dataset) == expected
+
+
+def test_boxed_helpers_and_long_inputs_are_linear():
+    assert boxed_contents(r"\boxed{1} x \boxed{\boxed{2}} \fbox{3}") == ["1", "2", "3"]
+    assert last_boxed("no box") is None
+    assert extract_answer("\\boxed{" * 500 + "1" + "}" * 500, "math") == "1"
+    # 200k nested openings: must be fast (linear), not quadratic in time or memory
+    evil = "\\boxed{" * 200_000
+    t = time.perf_counter()
+    assert last_boxed(evil) is None
+    assert extract_answer(evil + "1" + "}" * 200_000, "math").startswith("\\boxed{")
+    assert time.perf_counter() - t < 10.0
+
+
+# --------------------------------------------------------------------------------------------------
+# equivalence policy
+# --------------------------------------------------------------------------------------------------
+
+EQUIVALENT = [
+    # fractions, decimals, mixed numbers
+    ("math", r"\frac{1}{2}", "0.5"),
+    ("math", r"\frac{1}{2}", "1/2"),
+    ("math", r"\frac{1}{2}", r"\dfrac12"),
+    ("math", r"\frac{1}{2}", r"\tfrac{1}{2}"),
+    ("math", r"-\frac{1}{2}", r"\frac{-1}{2}"),
+    ("math", r"-\frac{1}{2}", "-0.5"),
+    ("math", r"\frac{1}{3}", "0.333333"),
+    ("math", r"\frac{2}{3}", "0.666667"),
+    ("math", r"2\frac{1}{2}", r"\frac{5}{2}"),
+    ("math", r"15\frac{39}{40}", r"\frac{639}{40}"),
+    ("math", r"6\frac14", "6.25"),
+    ("math", "1500", r"1.5 \times 10^{3}"),
+    ("math", "1500", "1.5e3"),
+    ("math", "0.0025", r"2.5\times10^{-3}"),
+    # radicals, pi, algebra
+    ("math", r"\frac{\sqrt{2}}{2}", r"\sqrt{2}/2"),
+    ("math", r"\frac{\sqrt2}{2}", r"\frac{1}{\sqrt{2}}"),
+    ("math", r"2\sqrt{2}", r"\sqrt{8}"),
+    ("math", r"10\sqrt 2", r"10\sqrt{2}"),
+    ("math", r"\frac{4}{3}\pi", r"\frac{4\pi}{3}"),
+    ("math", r"x^2+2x+1", "(x+1)^2"),
+    ("math", "12x -34", "-34 + 12x"),
+    ("math", "-11 + 27i", "27i - 11"),
+    # units, money, degrees, percent
+    ("math", r"5 \text{ cm}", "5"),
+    ("math", r"440\text{ cm}^2", "440"),
+    ("math", r"8\sqrt{3} \text { square inches}", r"8\sqrt{3}"),
+    ("math", r"\$18.90", "18.9"),
+    ("math", r"\$4,\!000", "4000"),
+    ("math", r"30^\circ", "30"),
+    ("math", r"30^{\circ}", "30 degrees"),
+    ("math", r"10\%", "10"),
+    ("math", r"10\%", "0.1"),
+    ("math", r"44\%", r"44 percent"),
+    # intervals, sets, tuples, lists, matrices
+    ("math", "(1,2]", "(1, 2]"),
+    ("math", r"(-\infty, 3)", r"(-\infty,3)"),
+    ("math", r"(-\infty,-5]\cup[5,\infty)", r"[5,\infty) \cup (-\infty,-5]"),
+    ("math", r"\{1,2\}", r"\{2,1\}"),
+    ("math", r"[0,1]", r"x \in [0,1]"),
+    ("math", r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac\pi2)"),
+    ("math", r"(3, 0.5)", r"\left(3, \frac{1}{2}\right)"),
+    ("math", "-2, 1", "1, -2"),
+    ("math", r"\frac{\pi}{4}, \frac{9 \pi}{4}", r"\frac{9\pi}{4},\frac{\pi}{4}"),
+    ("math", r"7, -2, \text{ and } -5", "-5, -2, 7"),
+    ("math", r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
+    ("math", r"\begin{pmatrix} 1/5 \\ -3/5 \end{pmatrix}", r"\begin{bmatrix} 0.2 \\ -0.6 \end{bmatrix}"),
+    ("math", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", r"\begin{bmatrix}1 & 2\\ 3 & 4\end{bmatrix}"),
+    # equations and assignments
+    ("math", "3", "x=3"),
+    ("math", "x=3", "3"),
+    ("math", "y=2x+3", "2x+3"),
+    # text and multiple choice
+    ("math", r"\text{(A)}", "A"),
+    ("math", r"\text{(C)}", r"\textbf{(C)}"),
+    ("math", r"(\text{E})", "E"),
+    ("math", r"\text{Monday}", "Monday"),
+    ("math", r"\text{VW}", "VW"),
+    ("math", r"\text{A,D}", "D, A"),
+    ("math", r"\text{1:03 PM}", "1:03 p.m."),
+    # whole responses, several boxes
+    ("math", "6", r"First try: \boxed{5}. That was wrong, so the answer is \boxed{6}."),
+    ("math", "-2, 1", r"so the answers are $\boxed{-2}$ and $\boxed{1}$."),
+    ("math", r"\frac{3}{4}", "Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct."),
+    ("math", r"$\boxed{\frac{1}{2}}$", r"The answer is $\frac12$."),
+    # GSM8K style
+    ("gsm8k", "1000", "1,000"),
+    ("gsm8k", "1000", "$1,000.00"),
+    ("gsm8k", "1,000", "The total is 1000."),
+    ("gsm8k", "42", "The answer is 42."),
+    ("gsm8k", "42", "Step 1: 40 + 2 = 42\n#### 42"),
+    ("gsm8k", "18.9", "She earns $18.90 per hour.\nThe answer is $18.90."),
+    ("gsm8k", "-3", "The change is -3."),
+    ("gsm8k", "5", "The answer is 5 apples."),
+    ("gsm8k", "25", "The discount is 25%."),
+    ("gsm8k", "0.5", "The answer is 1/2."),
+    ("gsm8k", "12", "The answer is 12.0"),
+]
+
+NOT_EQUIVALENT = [
+    ("math", r"\frac{1}{3}", "0.33"),
+    ("math", r"\frac{1}{3}", "0.3333"),
+    ("math", "10", "0.1"),
+    ("math", "0.1", "10"),
+    ("math", "5", "5.0001"),
+    ("math", "1000000", "1000001"),
+    ("math", r"\pi", "3.14"),
+    ("math", r"\sqrt{2}", "1.41"),
+    ("math", r"2\sqrt{2}", r"2\sqrt{3}"),
+    ("math", "2x", "2y"),
+    ("math", "x+1", "x-1"),
+    ("math", "(1,2)", "(2,1)"),
+    ("math", "(1,2]", "(1,2)"),
+    ("math", "[1,2]", "(1,2)"),
+    ("math", r"\{1,2\}", r"\{1,3\}"),
+    ("math", "-2, 1", "1"),
+    ("math", "-2, 1", "-2, 1, 3"),
+    ("math", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", r"\begin{pmatrix}1&2\\4&3\end{pmatrix}"),
+    ("math", r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{pmatrix}1&2\end{pmatrix}"),
+    ("math", r"\text{Monday}", "Dynamo"),
+    ("math", r"\text{Monday}", "Tuesday"),
+    ("math", r"\text{(A)}", "B"),
+    ("math", r"\text{even}", "odd"),
+    ("math", "x=3", "y=3"),
+    ("math", "5", r"First \boxed{5}. Actually the answer is \boxed{6}."),
+    ("math", "-2, 1", r"the answers are $\boxed{-2}$ and later, after checking, $\boxed{1}$"),
+    ("math", r"\frac{1}{2}", "one half"),
+    ("math", "3", ""),
+    ("math", "3", "I do not know."),
+    ("math", "1", r"10^{10^{10}}"),
+    ("gsm8k", "1000", "1,001"),
+    ("gsm8k", "18", "#### 19"),
+    ("gsm8k", "42", "The answer is 24."),
+    ("gsm8k", "25", "0.25"),
+    ("gsm8k", "5", "There is no answer."),
+    ("gsm8k", "7", "The answer is 7 + 1 = 8."),
+]
+
+
+@pytest.mark.parametrize("dataset, gold, response", EQUIVALENT)
+def test_equivalent(dataset, gold, response):
+    v = grade(response, gold, dataset)
+    assert v.correct, v
+
+
+@pytest.mark.parametrize("dataset, gold, response", NOT_EQUIVALENT)
+def test_not_equivalent(dataset, gold, response):
+    v = grade(response, gold, dataset)
+    assert not v.correct, v
+
+
+def test_verdict_fields_and_reasons():
+    v = grade(r"so $x=\boxed{\dfrac12}$", "0.5", "math")
+    assert v == Verdict(True, r"\dfrac12", "numeric match")
+    assert grade("nothing here\nat all", "3", "math") == Verdict(False, None, "no answer found")
+    sym = grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math")
+    assert sym.correct and sym.reason == "symbolic match"
+
+
+def test_parse_number():
+    assert parse_number("1,000") == 1000
+    assert parse_number(r"\$1,000.00") == 1000
+    assert parse_number(r"\frac{3}{4}") == parse_number("0.75") == parse_number("3/4")
+    assert parse_number(r"2\frac{1}{2}") == parse_number("2.5")
+    assert parse_number(r"10\%") == 10
+    assert parse_number("1e3") == 1000
+    assert parse_number("1e999999") is None  # no giant integers
+    assert parse_number(r"\sqrt{2}") is None
+    assert parse_number("9" * 5000) is None
+
+
+@pytest.mark.parametrize(
+    "response, gold",
+    [
+        (None, "1"),
+        ("1", None),
+        (123, "123"),
+        ("\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", "1"),
+        ("\\boxed{" + "(" * 3000 + "1" + ")" * 3000 + "}", "1"),
+        ("\\boxed{2^{2^{2^{2^{2^{2}}}}}}", "4"),
+        ("\\boxed{9^{9^{9^{9}}}}", "1"),
+        ("\\boxed{(10^{19999})^{19999}}", "1"),
+        ("\\boxed{99999999!}", "1"),
+        ("\\boxed{(10^{6})!}", "1"),
+        ("\\boxed{" + "9" * 100_000 + "}", "9"),
+        ("\\boxed{1e99999999}", "1"),
+        ("\\boxed{__import__('os').system('touch /tmp/pwned')}", "0"),
+        ("\\boxed{\\frac{1}{0}}", "0"),
+        ("\\boxed{\\frac{1}{}", "0"),
+        ("}}}{{{\\boxed{", "1"),
+    ],
+)
+def test_pathological_input_is_bounded_and_never_raises(response, gold):
+    t = time.perf_counter()
+    v = grade(response, gold, "math", timeout=2.0)
+    assert isinstance(v, Verdict) and not v.correct
+    assert time.perf_counter() - t < 2.0 + grading._WORKER_GRACE_S + 1.0
+
+
+def test_symbolic_timeout_gives_a_timeout_verdict():
+    # expanding and simplifying two big multinomials is slow sympy work: the soft timer stops it
+    gold = "(a+b+c+d+e+f+1)^{40}"
+    pred = "(a+b+c+d+e+f+2)^{40}"
+    t = time.perf_counter()
+    v = grade(pred, gold, "math", timeout=0.5)
+    elapsed = time.perf_counter() - t
+    assert not v.correct
+    assert v.reason in {"timeout", "symbolic mismatch"}
+    assert elapsed < 0.5 + grading._WORKER_GRACE_S + 1.0
+    # the worker is still usable afterwards
+    assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct
+
+
+def test_worker_that_hangs_is_killed_and_replaced():
+    w = grading._Worker()
+    try:
+        t = time.perf_counter()
+        out = w.call({"id": 1, "op": "sleep", "seconds": 30}, time.monotonic() + 0.5)
+        assert out is None and time.perf_counter() - t < 2.0
+    finally:
+        w.kill()
+    assert not w.alive()
+
+
+def test_run_pool_loses_only_the_stuck_or_dead_item():
+    reqs = []
+    for i in range(40):
+        if i == 7:
+            reqs.append({"id": i, "op": "sleep", "seconds": 60})
+        elif i == 23:
+            reqs.append({"id": i, "op": "exit", "code": 9})
+        else:
+            reqs.append({"id": i, "op": "grade", "args": [f"\\boxed{{{i}}}", str(i), "math"], "timeout": 5.0})
+    got: dict[int, tuple] = {}
+
+    def on_result(req, msg, failure):
+        assert req["id"] not in got
+        got[req["id"]] = (msg, failure)
+
+    t = time.perf_counter()
+    grading._run_pool(reqs, 2, 1.0, on_result, chunksize=4)
+    assert time.perf_counter() - t < 30
+    assert sorted(got) == list(range(40))
+    assert got[7] == (None, "timeout")
+    assert got[23][0] is None and got[23][1].startswith("error")
+    for i in set(range(40)) - {7, 23}:
+        assert got[i][0]["verdict"]["correct"] is True, (i, got[i])
+
+
+def test_grade_many_matches_grade_and_keeps_order():
+    rng = random.Random(0)
+    cases = EQUIVALENT + NOT_EQUIVALENT
+    rng.shuffle(cases)
+    datasets = [c[0] for c in cases]
+    golds = [c[1] for c in cases]
+    responses = [c[2] for c in cases]
+    batch = grade_many(responses, golds, datasets, workers=2, chunksize=4)
+    assert [v.correct for v in batch] == [grade(r, g, d).correct for d, g, r in cases]
+    assert [v.correct for v in batch] == [(c in EQUIVALENT) for c in cases]
+    assert grade_many([], [], "math") == []
+    assert grade_many(["\\boxed{1}", None], ["1", "1"], "math", workers=1)[1].reason.startswith("error")
+    with pytest.raises(ValueError):
+        grade_many(["1"], ["1", "2"], "math")
+
+
+def test_grader_never_evaluates_model_output(tmp_path):
+    marker = tmp_path / "pwned"
+    payloads = [
+        f"\\boxed{{__import__('os').system('touch {marker}')}}",
+        f"The answer is __import__('os').system('touch {marker}')",
+        f"\\boxed{{exec(\"open('{marker}','w')\")}}",
+        f"\\boxed{{(lambda: __import__('pathlib').Path('{marker}').touch())()}}",
+        f"\\boxed{{eval(\"__import__('os').system('touch {marker}')\")}}",
+    ]
+    for p in payloads:
+        grade(p, "0", "math")
+        grade(p, "0", "gsm8k")
+    grade_many(payloads, ["0"] * len(payloads), "math", workers=1)
+    assert not marker.exists()
+
+
+def test_importing_mathreason_grading_is_light():
+    code = (
+        "import sys, mathreason, mathreason.grading, mathreason.data, mathreason.steps; "
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'torch', 'sympy', 'math_verify', 'datasets'}); "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# the real reference solutions
+# --------------------------------------------------------------------------------------------------
+
+
+def _derangement(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [(i + 1 + rng.randrange(n - 1)) % n for i in range(n)]
+
+
+def test_gsm8k_reference_solutions_against_own_and_other_gold(data_dir):
+    from mathreason.data import load_gsm8k
+
+    probs = load_gsm8k("test", data_dir / "gsm8k" / "test.jsonl")
+    assert len(probs) == 1319
+    own = grade_many([p.solution for p in probs], [p.answer for p in probs], "gsm8k", workers=2)
+    assert all(v.correct for v in own), [(p.id, v) for p, v in zip(probs, own) if not v.correct]
+    perm = _derangement(len(probs), 0)
+    other = grade_many([p.solution for p in probs], [probs[j].answer for j in perm], "gsm8k", workers=2)
+    for i, v in enumerate(other):
+        same = parse_number(probs[i].answer) == parse_number(probs[perm[i]].answer)
+        assert v.correct == same, (probs[i].id, probs[perm[i]].answer, v)
+
+
+def test_math_reference_solutions_subset(data_dir):
+    """A deterministic 600-problem subset (the full 5000 run is benchmarks/reference_grading.py)."""
+    from mathreason.data import load_math
+
+    probs = load_math("test", data_dir / "math" / "hendrycks_MATH_test.jsonl")
+    assert len(probs) == 5000
+    subset = [probs[i] for i in range(0, 5000, 25)] + [p for p in probs if p.solution.count("\\boxed") > 1]
+    own = grade_many([p.solution for p in subset], [p.answer for p in subset], "math", workers=2)
+    misses = [(p.id, v) for p, v in zip(subset, own) if not v.correct]
+    assert not misses
+    perm = _derangement(len(subset), 1)
+    other = grade_many([p.solution for p in subset], [subset[j].answer for j in perm], "math", workers=2)
+    for i, v in enumerate(other):
+        if v.correct:  # only genuinely equal answers may match
+            a, b = subset[i].answer, subset[perm[i]].answer
+            assert grading.normalize_answer(a) == grading.normalize_answer(b) or parse_number(a) == parse_number(b), (a, b, v)
+
+
+def test_math_first_and_last_boxes_that_are_the_same_answer(data_dir):
+    """Real pairs of equivalent answers written differently (the first and last boxes of one solution)."""
+    from mathreason.data import load_math
+
+    pairs = {
+        p.id: boxed_contents(p.solution)
+        for p in load_math("test", data_dir / "math" / "hendrycks_MATH_test.jsonl")
+        if p.id
+        in {
+            "test/algebra/1861.json",
+            "test/geometry/66.json",
+            "test/geometry/787.json",
+            "test/geometry/1125.json",
+            "test/intermediate_algebra/1114.json",
+            "test/number_theory/459.json",
+            "test/prealgebra/224.json",
+            "test/prealgebra/1088.json",
+        }
+    }
+    assert len(pairs) == 8
+    for pid, boxes in pairs.items():
+        assert grade(boxes[0], boxes[-1], "math").correct, (pid, boxes)
+        assert grade(boxes[-1], boxes[0], "math").correct, (pid, boxes)
+    different = {"test/algebra/1730.json", "test/intermediate_algebra/2089.json", "test/precalculus/679.json"}
+    for p in load_math("test", data_dir / "math" / "hendrycks_MATH_test.jsonl"):
+        if p.id in different:
+            boxes = boxed_contents(p.solution)
+            assert not grade(boxes[0], boxes[-1], "math").correct, (p.id, boxes)
+
+
+def test_math500_answers_match_the_last_box(data_dir):
+    from mathreason.data import load_math500
+
+    probs = load_math500(data_dir / "math" / "prm800k_math_splits_test.jsonl")
+    assert len(probs) == 500
+    assert all(last_boxed(p.solution) == p.answer for p in probs)
+    # the gold may also be given as "$...$" or inside \boxed{}
+    for p in probs[:40]:
+        assert grade(p.solution, f"${p.answer}$", "math").correct
+        assert grade(p.solution, f"\\boxed{{{p.answer}}}", "math").correct
+
+
+def test_prompt_exemplars_grade_correct():
+    from mathreason.prompts import PROMPT_TEMPLATES
+
+    n = 0
+    for t in PROMPT_TEMPLATES.values():
+        for q, sol in t.fewshot:
+            ans = extract_answer(sol, t.dataset)
+            assert ans is not None
+            assert grade(sol, ans, t.dataset).correct
+            n += 1
+    assert n >= 8
+    assert json.dumps([t.to_dict() for t in PROMPT_TEMPLATES.values()])
