@@ -270,7 +270,7 @@ def _synthetic_row(row: Any, path, lineno: int, idx: int, dataset: str | None, s
         if answer is None or not answer.strip():
             if "answer" in row and answer is not None:
                 raise DataError(path, lineno, "answer", "empty")
-            answer = extract_answer(solution, family)
+            answer = extract_answer(solution, family, allow_bare=False)
             if answer is None or not answer.strip():
                 raise DataError(path, lineno, "answer", "missing, and no final answer could be extracted from 'solution'")
         answer = answer.strip()

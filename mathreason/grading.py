@@ -281,7 +281,7 @@ def _looks_like_bare_answer(text: str) -> bool:
     return 0 < len(s) <= 300 and "\n" not in s
 
 
-def _extract(text: str, family: str) -> tuple[str | None, list[str]]:
+def _extract(text: str, family: str, allow_bare: bool = True) -> tuple[str | None, list[str]]:
     """``(answer, trailing box run)`` of ``text`` (see :func:`extract_answer`)."""
     if not isinstance(text, str):
         return None, []
@@ -307,22 +307,24 @@ def _extract(text: str, family: str) -> tuple[str | None, list[str]]:
             num = _gsm8k_number(seg)
             return (num if num is not None else (seg or None)), run
         return _gsm8k_number(text, last=True), run
-    if seg is None and _looks_like_bare_answer(text):
+    if seg is None and allow_bare and _looks_like_bare_answer(text):
         seg = text.strip()
     return (seg if seg else None), run
 
 
-def extract_answer(text: str, dataset: str) -> str | None:
+def extract_answer(text: str, dataset: str, *, allow_bare: bool = True) -> str | None:
     """The final answer in a model response or reference solution, or ``None`` if there is none.
 
     Order: the last ``\\boxed{}``/``\\fbox{}``; else the text after the last ``####``; else after the
     last "answer is"/"answer:" (to the end of the sentence or line, or the first ``$...$`` there);
     else, for GSM8K, the last number in the text, and for MATH the whole text when it is a short
     single line (a bare answer). For GSM8K the number token of the found segment is returned (after
-    the last ``=`` in it), e.g. ``"1,000"`` from ``"The answer is $1,000."``. Never raises.
+    the last ``=`` in it), e.g. ``"1,000"`` from ``"The answer is $1,000."``. ``allow_bare=False``
+    turns the MATH bare-answer fallback off (for reading gold answers out of reference solutions).
+    Never raises.
     """
     try:
-        return _extract(text, dataset_family(dataset))[0]
+        return _extract(text, dataset_family(dataset), allow_bare)[0]
     except Exception:  # pragma: no cover - defensive: extraction is pure string code
         logger.debug("extract_answer failed", exc_info=True)
         return None
