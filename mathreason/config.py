@@ -1,0 +1,817 @@
+"""Typed configs of the mathreason pipeline, YAML presets, command-line overrides.
+
+Every field carries a docstring (the string right below it); :func:`field_docs` reads them, and the CLI
+turns every leaf field into a ``--section.field`` flag whose ``--help`` text is that docstring.
+
+A config is built in layers, later ones winning: the dataclass defaults, a preset (``gsm8k``, ``math``,
+``tiny``; a config file may name one with a top-level ``preset:`` key), the config file, then
+``section.field=value`` overrides (values parsed as YAML). Every value is checked against its annotation
+and every cross-field rule is checked before any work starts; a :class:`ConfigError` names the file and
+line (or the override) and the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "BackendConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "GradeConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PipelineConfig",
+    "RFTConfig",
+    "SampleConfig",
+    "TinyModelConfig",
+    "TrainConfig",
+    "STAGES",
+    "TINY_MODEL",
+    "available_presets",
+    "build_config",
+    "dump_yaml",
+    "field_docs",
+    "leaf_fields",
+    "load_config",
+    "to_dict",
+]
+
+TINY_MODEL = "tiny-random-llama"
+"""``model.name_or_path`` value that builds a random small Llama and an offline tokenizer in the run folder."""
+
+
+class ConfigError(ValueError):
+    """A bad config value or file; the message names the source (file and line, or override) and the field."""
+
+
+class _FieldError(ValueError):
+    """Raised by ``validate`` methods: the builder adds where the offending value came from."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+
+
+def _require(cond: bool, field_name: str, message: str) -> None:
+    if not cond:
+        raise _FieldError(field_name, message)
+
+
+# ====================================================================== config sections
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the random Llama built when ``model.name_or_path`` is ``tiny-random-llama``."""
+
+    hidden_size: int = 64
+    """Width of the residual stream."""
+    intermediate_size: int = 128
+    """Width of the MLP."""
+    num_hidden_layers: int = 2
+    """Number of decoder layers."""
+    num_attention_heads: int = 4
+    """Attention heads."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention when smaller than num_attention_heads)."""
+    max_position_embeddings: int = 512
+    """Longest sequence (prompt + completion) the model accepts."""
+    vocab_size: int = 320
+    """Target vocabulary of the offline byte-level BPE tokenizer trained on the tiny problems (>= 259)."""
+
+    def validate(self) -> None:
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.hidden_size % self.num_attention_heads == 0, "hidden_size", "must be divisible by num_attention_heads")
+        _require(
+            self.num_key_value_heads >= 1 and self.num_attention_heads % self.num_key_value_heads == 0,
+            "num_key_value_heads",
+            "must divide num_attention_heads",
+        )
+        _require(self.vocab_size >= 259, "vocab_size", "must be >= 259 (256 bytes + 3 special tokens)")
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a hub id, a local folder, or ``tiny-random-llama``."""
+
+    name_or_path: str = TINY_MODEL
+    """Hub id or local folder of the base model (e.g. deepseek-ai/deepseek-math-7b-base, meta-llama/Llama-2-7b-hf); `tiny-random-llama` builds a random small Llama and an offline tokenizer in <run_dir>/base."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the base model; part of its fingerprint."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or folder when it differs from the model's."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype when loading for sampling/evaluation; `auto` = bfloat16 on a GPU that supports it, else float32."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with a hub checkpoint."""
+    attn_implementation: str | None = None
+    """transformers attention kernel (e.g. `sdpa`, `flash_attention_2`); None = the library's default."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny random model (used only with `tiny-random-llama`)."""
+
+    def validate(self) -> None:
+        _require(bool(self.name_or_path.strip()), "name_or_path", "must not be empty")
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name_or_path == TINY_MODEL
+
+
+@dataclass
+class DataConfig:
+    """D_syn (the synthetic training problems) and the prompt format."""
+
+    dataset: Literal["gsm8k", "math"] = "gsm8k"
+    """Answer format of the task: grading, prompt defaults and GSM8K equation dedup follow it."""
+    dsyn: str = "gsm8k"
+    """D_syn source: `gsm8k` or `math` (the training set's reference solutions under $STEPCREDIT_DATA), `tiny` (a handful of generated arithmetic problems written into the run folder), or a path to any jsonl of problems with solutions."""
+    dsyn_split: str = "train"
+    """Split read when `dsyn` names a dataset."""
+    subset_size: int | None = None
+    """Use only this many D_syn problems (None = all). Subsets are nested: with one `subset_seed`, the subset of size n is the first n problems of one seeded permutation, so 1x is inside 2x inside 4x."""
+    subset_seed: int = 0
+    """Seed of the permutation that defines the nested subsets."""
+    prompt_template: str | None = None
+    """Prompt template name (see mathreason.data.get_prompt_template); None = `<dataset>-zeroshot-v1`."""
+    skip_malformed: bool = False
+    """Skip malformed D_syn rows (with a warning) instead of stopping with an error."""
+    tiny_train_size: int = 16
+    """Number of generated training problems when `dsyn` is `tiny`."""
+    tiny_test_size: int = 8
+    """Number of generated test problems when `dsyn` is `tiny` (the `tiny` evaluation benchmark)."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_template is None:
+            self.prompt_template = f"{self.dataset}-zeroshot-v1"
+
+    def validate(self) -> None:
+        _require(bool(self.dsyn.strip()), "dsyn", "must not be empty")
+        _require(self.subset_size is None or self.subset_size >= 1, "subset_size", "must be >= 1 or null")
+        _require(self.tiny_train_size >= 1, "tiny_train_size", "must be >= 1")
+        _require(self.tiny_test_size >= 1, "tiny_test_size", "must be >= 1")
+
+
+@dataclass
+class LoraConfig:
+    """Optional LoRA adapters (peft); merged into the weights when the stage saves its model."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that get adapters (Llama-style names by default)."""
+
+    def validate(self) -> None:
+        _require(self.r >= 1, "r", "must be >= 1")
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must lie in [0, 1)")
+        _require(bool(self.target_modules), "target_modules", "must not be empty")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning hyper-parameters (TRL SFTTrainer, loss on the completion only)."""
+
+    learning_rate: float = 1e-5
+    """Peak learning rate of AdamW (1e-5 is the usual full fine-tune rate for a 7B model)."""
+    epochs: float = 3.0
+    """Passes over the training data."""
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1 = run `epochs`)."""
+    batch_size: int = 64
+    """Global batch size in sequences per optimiser step; gradient accumulation = batch_size / (per_device_batch_size x processes), which must be a whole number."""
+    per_device_batch_size: int = 4
+    """Sequences per forward pass on one device."""
+    max_length: int = 1024
+    """Longest training sequence (prompt + completion) in tokens; longer ones are cut."""
+    lr_scheduler: str = "cosine"
+    """transformers scheduler name (cosine, linear, constant, constant_with_warmup, ...)."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimiser steps spent warming the learning rate up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass; None = on when CUDA is available."""
+    bf16: bool | None = None
+    """bfloat16 mixed precision; None = on when the GPU supports it (never on CPU)."""
+    logging_steps: int = 10
+    """Log loss and learning rate to metrics.jsonl every this many steps."""
+    save_steps: int = 500
+    """Write a resumable checkpoint every this many steps (the stage resumes from the newest one)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings."""
+    deepspeed: str | None = None
+    """Path of a DeepSpeed JSON config for the HF Trainer (alternative to an accelerate DeepSpeed config)."""
+
+    def validate(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.epochs > 0 or self.max_steps > 0, "epochs", "must be > 0 (or set max_steps)")
+        _require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 or >= 1")
+        _require(self.per_device_batch_size >= 1, "per_device_batch_size", "must be >= 1")
+        _require(self.batch_size >= self.per_device_batch_size, "batch_size", "must be >= per_device_batch_size")
+        _require(
+            self.batch_size % self.per_device_batch_size == 0, "batch_size", "must be a multiple of per_device_batch_size"
+        )
+        _require(self.max_length >= 8, "max_length", "must be >= 8")
+        _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must lie in [0, 1)")
+        _require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
+        _require(self.save_steps >= 1, "save_steps", "must be >= 1")
+        _require(self.save_total_limit >= 1, "save_total_limit", "must be >= 1")
+        self.lora.validate()
+
+
+@dataclass
+class BackendConfig:
+    """Which sampler runs and how (shared by `sample` and `eval`)."""
+
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    """`auto` = vLLM when CUDA is available and vLLM imports, else transformers; `vllm` fails when it cannot run."""
+    batch_size: int = 64
+    """transformers backend: sequences generated together (left padded, KV cache)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs a model is split over."""
+    gpu_memory_utilization: float = 0.9
+    """vLLM: fraction of GPU memory it may take."""
+    max_model_len: int | None = None
+    """vLLM: longest prompt + completion (None = the model's limit)."""
+    enable_prefix_caching: bool = True
+    """vLLM: reuse the KV cache of shared prompt prefixes (many samples per question, step-prefix rollouts)."""
+
+    def validate(self) -> None:
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
+        _require(0.0 < self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization", "must lie in (0, 1]")
+
+
+@dataclass
+class SampleConfig:
+    """Sampling M solutions per D_syn question from a policy (the `sample` stage)."""
+
+    policy: str = "sft"
+    """Model to sample from: `sft`, `rft` (this run's stage outputs), `base`, or a model path / hub id."""
+    n: int = 8
+    """Samples per question (M). 8 = the paper's negatives per question, so one pass serves RFT positives now and per-step negatives later."""
+    temperature: float = 0.7
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 512
+    """Most generated tokens per sample (always set: 512 for GSM8K, 1024 for MATH)."""
+    stop: list[str] | None = None
+    """Stop strings (cut from the text); None = the prompt template's own (e.g. `\nQuestion:`). EOS always stops."""
+    chunk_size: int = 64
+    """Questions per shard: the unit of incremental, atomic writes and of resume."""
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    """Sampler backend settings."""
+
+    def validate(self) -> None:
+        _require(bool(self.policy.strip()), "policy", "must not be empty")
+        _require(self.n >= 1, "n", "must be >= 1")
+        _require(self.temperature >= 0.0, "temperature", "must be >= 0")
+        _require(0.0 < self.top_p <= 1.0, "top_p", "must lie in (0, 1]")
+        _require(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+        _require(self.chunk_size >= 1, "chunk_size", "must be >= 1")
+        _require(all(s for s in self.stop or []), "stop", "stop strings must be non-empty")
+        self.backend.validate()
+
+
+@dataclass
+class GradeConfig:
+    """Grading sampled solutions against the D_syn answers (the `grade` stage)."""
+
+    workers: int | None = None
+    """Grader processes (None = the grader's default)."""
+    timeout: float = 5.0
+    """Seconds allowed per answer comparison."""
+    chunk_size: int = 512
+    """Rows per shard."""
+
+    def validate(self) -> None:
+        _require(self.timeout > 0, "timeout", "must be > 0")
+        _require(self.chunk_size >= 1, "chunk_size", "must be >= 1")
+        _require(self.workers is None or self.workers >= 1, "workers", "must be >= 1 or null")
+
+
+@dataclass
+class RFTConfig:
+    """Rejection fine-tuning: keep pi_sft's correct samples, dedup, fine-tune the base model on them."""
+
+    samples_per_question: int | None = None
+    """Use the first M samples of each question (None = all `sample.n`)."""
+    dedup: Literal["none", "text", "text+equations"] = "text+equations"
+    """Drop duplicates by normalised text; `text+equations` also drops GSM8K samples with the same sequence of <<a=b>> equations (applied to gsm8k only)."""
+    max_per_question: int | None = 4
+    """Keep at most this many distinct positives per question (None = all), so easy questions do not dominate."""
+    include_truncated: bool = False
+    """Keep correct samples that hit max_tokens (they never emitted EOS)."""
+    include_dsyn: bool = False
+    """Also train on the D_syn reference solutions (Yuan et al.'s RFT does; Setlur et al. train on the positives)."""
+    init: Literal["base", "sft"] = "base"
+    """Model RFT starts from: the base model (the paper's recipe) or pi_sft."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Fine-tuning hyper-parameters."""
+
+    def validate(self) -> None:
+        _require(self.samples_per_question is None or self.samples_per_question >= 1, "samples_per_question", "must be >= 1 or null")
+        _require(self.max_per_question is None or self.max_per_question >= 1, "max_per_question", "must be >= 1 or null")
+        self.train.validate()
+
+
+@dataclass
+class EvalConfig:
+    """Greedy pass@1 and sampled pass@k on test benchmarks (the `eval` stage)."""
+
+    policies: list[str] = field(default_factory=lambda: ["sft", "rft"])
+    """Models to evaluate: `sft`, `rft`, `base`, or model paths / hub ids."""
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """`gsm8k` (test), `math500`, `math` (test), `tiny` (the tiny preset's test problems) or a jsonl path."""
+    limit: int | None = None
+    """Evaluate only the first this many problems of each benchmark (None = all)."""
+    greedy: bool = True
+    """Greedy decoding, one sample per problem: pass@1."""
+    num_samples: int = 0
+    """Sampled solutions per problem for pass@k (0 = none)."""
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    """k values of the unbiased pass@k estimator (each <= num_samples)."""
+    temperature: float = 0.7
+    """Temperature of the sampled solutions."""
+    top_p: float = 1.0
+    """Nucleus mass of the sampled solutions."""
+    max_tokens: int = 512
+    """Most generated tokens per solution."""
+    stop: list[str] | None = None
+    """Stop strings; None = the prompt template's own. EOS always stops."""
+    chunk_size: int = 64
+    """Problems per shard."""
+    grade_timeout: float = 5.0
+    """Seconds allowed per answer comparison."""
+    grade_workers: int | None = None
+    """Grader processes (None = the grader's default)."""
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    """Sampler backend settings."""
+
+    def validate(self) -> None:
+        _require(bool(self.policies), "policies", "must name at least one model")
+        _require(bool(self.benchmarks), "benchmarks", "must name at least one benchmark")
+        _require(len(set(self.policies)) == len(self.policies), "policies", "must not repeat")
+        _require(len(set(self.benchmarks)) == len(self.benchmarks), "benchmarks", "must not repeat")
+        _require(self.limit is None or self.limit >= 1, "limit", "must be >= 1 or null")
+        _require(self.greedy or self.num_samples > 0, "greedy", "nothing to evaluate: greedy is false and num_samples is 0")
+        _require(self.num_samples >= 0, "num_samples", "must be >= 0")
+        _require(all(k >= 1 for k in self.pass_k), "pass_k", "every k must be >= 1")
+        _require(
+            self.num_samples == 0 or all(k <= self.num_samples for k in self.pass_k),
+            "pass_k",
+            f"every k must be <= num_samples ({self.num_samples})",
+        )
+        _require(self.temperature >= 0.0, "temperature", "must be >= 0")
+        _require(0.0 < self.top_p <= 1.0, "top_p", "must lie in (0, 1]")
+        _require(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+        _require(self.chunk_size >= 1, "chunk_size", "must be >= 1")
+        _require(self.grade_timeout > 0, "grade_timeout", "must be > 0")
+        self.backend.validate()
+
+
+STAGES = ("sft", "sample", "grade", "rft", "eval")
+
+
+@dataclass
+class PipelineConfig:
+    """What `mathreason pipeline` runs."""
+
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    """Stages to run, in this order."""
+    launcher: str = ""
+    """Command prefix for the training stages (sft, rft), e.g. `accelerate launch --config_file fsdp.yaml --num_processes 8`; empty = run them in this process."""
+
+    def validate(self) -> None:
+        bad = [s for s in self.stages if s not in STAGES]
+        _require(not bad, "stages", f"unknown stage(s) {bad}; known: {list(STAGES)}")
+
+
+@dataclass
+class Config:
+    """A whole pipeline run."""
+
+    run_dir: str = "runs/tiny"
+    """Run folder: every stage reads and writes here."""
+    seed: int = 0
+    """Seed of training order, model init (tiny) and every sample's random stream."""
+    threads: int | None = None
+    """torch CPU threads (None = torch's default)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """D_syn and prompts."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base model."""
+    sft: TrainConfig = field(default_factory=TrainConfig)
+    """SFT of the base model on D_syn (pi_sft)."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    """Sampling from a policy on the D_syn questions."""
+    grade: GradeConfig = field(default_factory=GradeConfig)
+    """Grading the samples."""
+    rft: RFTConfig = field(default_factory=RFTConfig)
+    """Rejection fine-tuning."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    """`mathreason pipeline` settings."""
+
+    def validate(self) -> None:
+        _require(bool(str(self.run_dir).strip()), "run_dir", "must not be empty")
+        _require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
+        _require(
+            self.rft.samples_per_question is None or self.rft.samples_per_question <= self.sample.n,
+            "rft.samples_per_question",
+            f"must be <= sample.n ({self.sample.n})",
+        )
+        if self.data.dsyn != "tiny":
+            _require("tiny" not in self.eval.benchmarks, "eval.benchmarks", "`tiny` needs data.dsyn = tiny")
+
+
+# ====================================================================== the config library
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` from the string literal written right below each field of a dataclass."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        node = tree.body[0]
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for a, b in zip(node.body, node.body[1:]):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
+                docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
+
+
+@dataclass
+class _Src:
+    """A raw value and where it came from."""
+
+    value: Any
+    origin: str
+
+
+def _tree_from_node(node: yaml.Node, fname: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise ConfigError(f"{fname} line {k.start_mark.line + 1}: keys must be plain names")
+            key = str(k.value)
+            if key in out:
+                raise ConfigError(f"{fname} line {k.start_mark.line + 1}: duplicate key {key!r}")
+            if isinstance(v, yaml.MappingNode) and v.value:
+                out[key] = _tree_from_node(v, fname)
+            else:
+                out[key] = _Src(_construct(v), f"{fname} line {v.start_mark.line + 1}")
+        return out
+    return _Src(_construct(node), f"{fname} line {node.start_mark.line + 1}")
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_yaml_tree(text: str, fname: str) -> dict:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{fname}: invalid YAML: {e}") from e
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{fname} line {node.start_mark.line + 1}: the top level must be a mapping of fields")
+    return _tree_from_node(node, fname)
+
+
+def available_presets() -> list[str]:
+    folder = resources.files("mathreason") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_text(name: str) -> str:
+    path = resources.files("mathreason") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available_presets())}")
+    return path.read_text()
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _layer_from_source(source: str, depth: int = 0) -> dict:
+    """Raw tree of a preset name or config file, with its ``preset:`` chain resolved underneath."""
+    if depth > 8:
+        raise ConfigError(f"{source}: preset chain too deep (a cycle?)")
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read config file ({e.strerror or e})") from e
+        fname = str(path)
+    else:
+        text = _preset_text(source)
+        fname = f"preset {source}"
+    tree = _read_yaml_tree(text, fname)
+    parent = tree.pop("preset", None)
+    if parent is None:
+        return tree
+    if isinstance(parent, dict) or not isinstance(parent.value, str):
+        origin = parent.origin if isinstance(parent, _Src) else fname
+        raise ConfigError(f"{origin}: field 'preset' must be a preset name")
+    return _merge(_layer_from_source(parent.value, depth + 1), tree)
+
+
+def parse_override(item: str, origin: str | None = None) -> tuple[list[str], _Src]:
+    """``a.b=value`` -> (``["a", "b"]``, value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.field=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: bad field name {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: cannot parse the value as YAML ({e})") from e
+    return key.split("."), _Src(value, origin or f"override {key}={raw}")
+
+
+def _set_path(tree: dict, path: list[str], value: _Src) -> None:
+    node = tree
+    for p in path[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "|".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+
+
+def _first_origin(tree: Any) -> str | None:
+    if isinstance(tree, _Src):
+        return tree.origin
+    if isinstance(tree, dict):
+        for v in tree.values():
+            o = _first_origin(v)
+            if o:
+                return o
+    return None
+
+
+def _build(cls: type, raw: dict, prefix: str, origins: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, val in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            origin = _first_origin(val) or "config"
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(sorted(fields))}"
+            raise ConfigError(f"{origin}: unknown field {dotted!r}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if isinstance(val, _Src):
+                if val.value is None or val.value == {}:
+                    continue
+                raise ConfigError(f"{val.origin}: field {dotted}: expected a mapping of {tp.__name__} fields, got {val.value!r}")
+            kwargs[key] = _build(tp, val, dotted + ".", origins)
+        elif isinstance(val, dict):
+            kwargs[key] = _coerce(_strip(val), tp, f"{_first_origin(val)}: field {dotted}")
+            origins[dotted] = _first_origin(val) or "config"
+        else:
+            kwargs[key] = _coerce(val.value, tp, f"{val.origin}: field {dotted}")
+            origins[dotted] = val.origin
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{_first_origin(raw) or 'config'}: section {prefix.rstrip('.') or 'top level'}: {e}") from e
+
+
+def _strip(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _strip(v) for k, v in tree.items()}
+    if isinstance(tree, _Src):
+        return tree.value
+    return tree
+
+
+def _validate(obj: Any, prefix: str, origins: dict[str, str]) -> None:
+    """Run every section's ``validate`` (children first); errors name the value's origin and field."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(hints[f.name]):
+            _validate(getattr(obj, f.name), f"{prefix}{f.name}.", origins)
+    check = getattr(obj, "validate", None)
+    if check is None:
+        return
+    try:
+        check()
+    except _FieldError as e:
+        # A nested validate may report a field of a child section; find the longest known dotted name.
+        name = e.field_name if "." in e.field_name else f"{prefix}{e.field_name}"
+        if name not in origins and f"{prefix}{e.field_name}" in origins:
+            name = f"{prefix}{e.field_name}"
+        origin = origins.get(name, "default value")
+        raise ConfigError(f"{origin}: field {name}: {e}") from None
+
+
+def build_config(tree: dict | None = None, overrides: list[str] | None = None) -> Config:
+    """A :class:`Config` from a raw tree (plain dict accepted) and ``a.b=value`` overrides, validated."""
+    raw: dict = _wrap(tree or {}, "config")
+    for item in overrides or []:
+        path, val = parse_override(item)
+        _set_path(raw, path, val)
+    origins: dict[str, str] = {}
+    cfg = _build(Config, raw, "", origins)
+    _validate(cfg, "", origins)
+    return cfg
+
+
+def _wrap(tree: Any, origin: str) -> Any:
+    if isinstance(tree, dict):
+        return {k: _wrap(v, origin) for k, v in tree.items()}
+    if isinstance(tree, _Src):
+        return tree
+    return _Src(tree, origin)
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None, *, flags: dict | None = None) -> Config:
+    """Build the config of a run.
+
+    Args:
+        source: a preset name (``tiny``, ``gsm8k``, ``math``) or a YAML file (which may name a preset with
+            a top-level ``preset:`` key); None = the dataclass defaults.
+        overrides: ``section.field=value`` strings, applied in order after the file.
+        flags: ``{"section.field": raw_string}`` from ``--section.field`` command-line flags (applied last).
+    """
+    tree = _layer_from_source(str(source)) if source is not None else {}
+    for item in overrides or []:
+        path, val = parse_override(item)
+        _set_path(tree, path, val)
+    for key, raw in (flags or {}).items():
+        path, val = parse_override(f"{key}={raw}", origin=f"--{key}")
+        _set_path(tree, path, val)
+    origins: dict[str, str] = {}
+    cfg = _build(Config, tree, "", origins)
+    _validate(cfg, "", origins)
+    return cfg
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain nested dict (for YAML/JSON and hashing)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, width=120)
+
+
+def leaf_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, str]]:
+    """``(dotted name, annotation, field, docstring)`` of every leaf field, in declaration order."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(leaf_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out.append((f"{prefix}{f.name}", tp, f, docs.get(f.name, "")))
+    return out
+
+
+def default_repr(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "null" if f.default is None else repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory())  # type: ignore[misc]
+    return "required"
+
+
+def type_name(tp: Any) -> str:
+    return _type_name(tp)
