@@ -5,6 +5,7 @@
     mathreason show-config --config FILE_OR_PRESET [overrides]     # the resolved config as YAML
     mathreason status --config FILE_OR_PRESET [overrides]          # what each stage recorded
     mathreason presets                                            # the packaged presets
+    mathreason configs-dir                                        # folder of the accelerate/DeepSpeed configs
 
 Stages: sft, sample, grade, rft, eval. ``--config`` takes a YAML file (which may start from a preset with
 ``preset: gsm8k``) or a preset name (``tiny``, ``gsm8k``, ``math``). Every config field is also a flag;
@@ -12,7 +13,7 @@ Stages: sft, sample, grade, rft, eval. ``--config`` takes a YAML file (which may
 exit status 2 and a message naming the file, line and field, before any work starts.
 
 Training stages run distributed under ``accelerate launch``, e.g.
-``accelerate launch --config_file "$(mathreason-configs)/fsdp.yaml" -m mathreason.cli sft --config my.yaml``
+``accelerate launch --config_file "$(mathreason configs-dir)/fsdp.yaml" -m mathreason.cli sft --config my.yaml``
 (see docs/mathreason.md).
 """
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="print what each stage of a run folder recorded")
     _add_config_args(p)
     sub.add_parser("presets", help="list the packaged presets")
+    sub.add_parser("configs-dir", help="print the folder of the shipped accelerate (FSDP, ZeRO-3) and DeepSpeed configs")
     return parser
 
 
@@ -109,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "presets":
         print("\n".join(available_presets()))
+        return 0
+    if args.command == "configs-dir":
+        from importlib import resources
+
+        print(resources.files("mathreason") / "configs")
         return 0
     cfg = _load(args)
     if args.command == "show-config":

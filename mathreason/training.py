@@ -102,6 +102,7 @@ def train_causal_lm(
     key: str,
     seed: int,
     log: Callable[..., None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fine-tune ``init_model`` on pre-tokenised ``examples``; writes ``<out_dir>/model`` and returns a summary.
 
@@ -115,6 +116,7 @@ def train_causal_lm(
         key: identifies config + data; checkpoints written under another key are discarded.
         seed: data order and dropout seed.
         log: ``log(step=..., **metrics)`` called on the main process at every logging step.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
     """
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -217,7 +219,7 @@ def train_causal_lm(
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_MetricsCallback()],
+        callbacks=[_MetricsCallback(), *callbacks],
     )
     resume = _last_complete_checkpoint(ckpt_dir)
     if resume:
