@@ -332,6 +332,23 @@ def test_grader_never_evaluates_model_output(tmp_path):
     assert not marker.exists()
 
 
+def test_worker_sandbox_refuses_eval_and_writes(tmp_path):
+    """Defence in depth: inside a worker, compiling code from a string and opening files for writing
+    are refused (an audit hook), so even a path that tried to evaluate model output would fail closed."""
+    target = tmp_path / "written"
+    w = grading._Worker()
+    try:
+        out = w.call({"id": 1, "op": "sandbox_selftest", "path": str(target)}, time.monotonic() + 30)
+        assert out["selftest"]["eval"].startswith("refused") and out["selftest"]["write"].startswith("refused")
+        sym = w.call({"id": 2, "op": "sym", "args": ["\\sin^{2}x+\\cos^{2}x", "1"], "timeout": 10}, time.monotonic() + 30)
+        assert sym["result"] is True  # sympy's own code generation (polys) is still allowed
+        stats = w.call({"id": 3, "op": "stats"}, time.monotonic() + 30)
+        assert stats["sandbox"]["armed"] and stats["sandbox"]["refused"] == 2
+    finally:
+        w.kill()
+    assert not target.exists()
+
+
 def test_importing_mathreason_grading_is_light():
     code = (
         "import sys, mathreason, mathreason.grading, mathreason.data, mathreason.steps; "
