@@ -51,6 +51,9 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1")
         self.n_eval_train = min(self.n_eval_train, self.n_train)
+        from .graphs import GraphSpec
+
+        GraphSpec(self.degree, self.path_len, self.num_nodes)  # raises on an impossible family
 
 
 @dataclass
@@ -207,6 +210,8 @@ class PostTrainConfig:
     "Steps between evaluations (also at step 0 and at the end)."
     seed: int = 0
     "Seed of sampling, pairing and batch order."
+    save_final: bool = True
+    "Save the final model as final.pt in the run folder."
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
@@ -292,7 +297,7 @@ class SweepConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
     workers: int = 0
-    "Worker processes (0 = one per 2 cores, at least 1); each gets cores / workers torch threads."
+    "Worker processes (0 = auto: one single-threaded worker per core on CPU, one worker on CUDA); each gets cores / workers torch threads."
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     "Runtime settings of every stage (replace train.runtime and posttrain.runtime)."
 

@@ -183,7 +183,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` to the annotation ``tp``; raise :class:`ConfigError` naming ``where``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if tp is Any:
+    if tp is Any or tp is object:
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:

@@ -416,7 +416,8 @@ class PostTrainer:
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 rec = do_eval(done)
                 self.model.train()
-        runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
+        if cfg.save_final:
+            runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
         return rec
 
 

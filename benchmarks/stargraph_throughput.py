@@ -1,0 +1,158 @@
+"""Star-graph throughput: SFT training samples/s and greedy-evaluation prompts/s, printed as JSON.
+
+Uses the testbed's own training step (pre-tokenised data on the device, one ``randperm`` per epoch,
+target-only logits, fused/foreach AdamW, SDPA, optional ``torch.compile``, bf16 autocast) and its
+evaluation: greedy accuracy exactly from one teacher-forced pass, and, for reference, autoregressive
+greedy decoding.  ``--export-ntf DIR`` writes the same training/test graphs in Next-Token-Failures'
+text format (``deg_D_path_L_nodes_N_{train_200000,test_20000}.txt``) and prints the command that
+trains the same model with their trainer, for a side-by-side comparison.
+
+Examples::
+
+    python benchmarks/stargraph_throughput.py --preset quick --threads 2
+    python benchmarks/stargraph_throughput.py --preset paper --device cuda --compile --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from stargraph import runio
+from stargraph.config import ModelConfig, TrainConfig, resolve
+from stargraph.evaluate import generate, teacher_forced
+from stargraph.graphs import GraphSpec, make_splits, write_ntf_file
+from stargraph.model import resolve_device
+from stargraph.train import EpochSampler, build_model, sft_step_loss
+from stargraph.tokenizer import tokenize_graphs
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: str, compile_: bool) -> dict:
+    dev = resolve_device(cfg.runtime.device)
+    d = cfg.data
+    spec = GraphSpec(d.degree, d.path_len, d.num_nodes)
+    n_train = max(cfg.sft.batch_size * 4, min(d.n_train, 50_000))
+    train_g, test_g = make_splits(spec, n_train, eval_prompts, cfg.data_seed)
+    train = tokenize_graphs(train_g, dev)
+    test = tokenize_graphs(test_g, dev)
+    model = build_model(cfg, spec, train.T, dev)
+    opt = runio.make_optimizer(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, betas=(cfg.sft.beta1, cfg.sft.beta2))
+    fwd = torch.compile(model) if compile_ else model
+    sampler = EpochSampler(len(train), cfg.sft.batch_size, torch.Generator(device=dev).manual_seed(0), dev)
+
+    def step() -> torch.Tensor:
+        loss = sft_step_loss(fwd, train.tokens_NT[sampler.next()], train.P, dev, amp)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        last = step()
+    _sync(dev)
+    train_s = time.perf_counter() - t0
+    float(last)
+
+    bs = cfg.runtime.eval_batch_size
+    teacher_forced(model, test.subset(slice(0, min(len(test), bs))), batch_size=bs, amp=amp)  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    teacher_forced(model, test, batch_size=bs, amp=amp)
+    _sync(dev)
+    tf_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    generate(model, test.tokens_NT, test.P, temperature=0.0, amp=amp, batch_size=bs)
+    _sync(dev)
+    gen_s = time.perf_counter() - t0
+    return {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "graph": {"degree": d.degree, "path_len": d.path_len, "num_nodes": d.num_nodes, "seq_len": train.T},
+        "model": {"n_layer": cfg.model.n_layer, "n_head": cfg.model.n_head, "n_embd": cfg.model.n_embd, "params": model.num_params()},
+        "batch_size": cfg.sft.batch_size,
+        "amp": amp,
+        "compile": compile_,
+        "warmup_steps": warmup,
+        "warmup_s": warm_s,
+        "timed_steps": steps,
+        "train_step_s": train_s / steps,
+        "train_samples_per_s": steps * cfg.sft.batch_size / train_s,
+        "train_tokens_per_s": steps * cfg.sft.batch_size * (train.T - 1) / train_s,
+        "eval_prompts": len(test),
+        "greedy_eval_prompts_per_s": len(test) / tf_s,
+        "greedy_eval_method": "exact from one teacher-forced pass (argmax == target at every target position)",
+        "greedy_generate_prompts_per_s": len(test) / gen_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="quick", help="preset whose train: section gives graph, model and batch (default quick)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field, e.g. model.n_layer=6")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--amp", default=None, choices=["auto", "bf16", "off"], help="default: the preset's runtime.amp")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--steps", type=int, default=50, help="timed training steps")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed training steps first")
+    ap.add_argument("--eval-prompts", type=int, default=4096, help="test prompts for the evaluation timings")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--export-ntf", default=None, metavar="DIR", help="write the graphs in Next-Token-Failures' format to DIR")
+    args = ap.parse_args(argv)
+    from stargraph import configlib
+
+    over = {}
+    for item in args.set:
+        path, val = configlib.parse_override(item)
+        configlib.set_path(over, path, val)
+    cfg = resolve(TrainConfig, preset=args.preset, config_file=None, overrides=over, preset_section="train")
+    cfg = replace(cfg, runtime=replace(cfg.runtime, device=args.device, threads=args.threads))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    amp = args.amp or cfg.runtime.amp
+    res = bench(cfg, steps=args.steps, warmup=args.warmup, eval_prompts=args.eval_prompts, amp=amp, compile_=args.compile)
+    res["preset"] = args.preset
+    if args.export_ntf:
+        d = cfg.data
+        spec = GraphSpec(d.degree, d.path_len, d.num_nodes)
+        tr, te = make_splits(spec, d.n_train, d.n_test, cfg.data_seed)
+        out = Path(args.export_ntf)
+        # Next-Token-Failures reads ..._train_200000.txt / ..._test_20000.txt and keeps the first n lines.
+        write_ntf_file(out / f"{spec.name}_train_200000.txt", tr)
+        write_ntf_file(out / f"{spec.name}_test_20000.txt", te)
+        m: ModelConfig = cfg.model
+        res["ntf_command"] = (
+            f"cp {out}/*.txt data/datasets/graphs/ && python train.py --model gpt --n_layer {m.n_layer} --n_embd {m.n_embd} "
+            f"--n_head {m.n_head} --n_train {d.n_train} --n_test {d.n_test} --deg {d.degree} --path_len {d.path_len} "
+            f"--num_nodes {d.num_nodes} --batch_size {cfg.sft.batch_size} --lr {cfg.sft.lr} --epochs 1 --eval_every 1000000"
+        )
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.out:
+        runio.atomic_write_text(args.out, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``stargraph``: one CLI for the star-graph testbed.
+
+Subcommands (each reads and writes a run folder):
+
+- ``stargraph train [RUN_DIR]``: SFT (the ``train:`` section of a preset);
+- ``stargraph posttrain [RUN_DIR] --init CKPT``: one post-training arm from an SFT checkpoint;
+- ``stargraph reproduce [RUN_DIR] --preset quick|paper``: SFT per seed, the Fig. 8 arms, CSVs,
+  figures and ``summary.json``;
+- ``stargraph sweep [RUN_DIR] --preset sweep``: a grid of post-training runs in parallel workers;
+- ``stargraph figures RUN_DIR``: redraw the figures of a reproduce or sweep folder.
+
+Config resolution: preset < ``--config FILE`` < per-field flags and ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import configlib
+from .config import PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
+from .configlib import ConfigError
+
+COMMANDS = {
+    "train": (TrainConfig, "train", "quick"),
+    "posttrain": (PostTrainConfig, "posttrain", None),
+    "reproduce": (ReproduceConfig, None, "quick"),
+    "sweep": (SweepConfig, None, "sweep"),
+}
+
+
+def _doc(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stargraph", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,figures}")
+    for name, (cls, section, default_preset) in COMMANDS.items():
+        sp = sub.add_parser(name, help=_doc(cls), description=_doc(cls))
+        sp.add_argument("run_dir", nargs="?", default=None, help=f"run folder (default runs/{name}_<preset>)")
+        sp.add_argument(
+            "--preset", default=default_preset,
+            help=f"preset YAML in stargraph/presets (quick, paper, sweep, tiny){f'; default {default_preset}' if default_preset else ''}"
+            + (f"; its '{section}:' section is used" if section else ""),
+        )
+        sp.add_argument("--config", default=None, help="YAML config file applied over the preset")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. --set sft.lr=3e-4 (repeatable)")
+        sp.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        configlib.add_dataclass_args(sp, cls)
+    fp = sub.add_parser("figures", help="redraw the figures of a reproduce or sweep folder", description="Redraw fig8a/b/c.png (reproduce) or sweep_test_acc.png (sweep) from a run folder, offline.")
+    fp.add_argument("run_dir", help="a reproduce or sweep run folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "figures":
+        from .figures import make_figures
+
+        try:
+            for path in make_figures(Path(args.run_dir)):
+                print(path)
+        except (FileNotFoundError, ConfigError) as e:
+            print(f"stargraph figures: {e}", file=sys.stderr)
+            return 2
+        return 0
+    cls, section, _ = COMMANDS[args.command]
+    try:
+        cfg = resolve(cls, preset=args.preset, config_file=args.config, overrides=configlib.overrides_from_args(args), preset_section=section)
+    except ConfigError as e:
+        print(f"stargraph {args.command}: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(configlib.dump_yaml(cfg), end="")
+        return 0
+    run_dir = Path(args.run_dir or f"runs/{args.command}_{args.preset or 'default'}")
+    if args.command == "train":
+        from .train import train_sft
+
+        train_sft(cfg, run_dir)
+    elif args.command == "posttrain":
+        from .posttrain import posttrain
+
+        if not cfg.init:
+            print("stargraph posttrain: --init CKPT is required (an SFT checkpoint .pt)", file=sys.stderr)
+            return 2
+        posttrain(cfg, run_dir)
+    elif args.command == "reproduce":
+        from .reproduce import reproduce
+
+        reproduce(cfg, run_dir)
+    elif args.command == "sweep":
+        from .sweep import sweep
+
+        sweep(cfg, run_dir)
+    print(f"stargraph {args.command}: outputs in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""``stargraph figures RUN_DIR``: Fig. 8 panels (a, b, c) from a reproduce folder, offline.
+
+- (a) SFT loss and the critical token's value vs iteration, for SFT and for the per-step DPO arm
+  started at an early iteration (``panel_a``).  The critical-token value is
+  ``v_crit = pi(a*|s) * Q(s, a*)``, the exact success probability from the critical decision;
+  ``q_crit = Q(s, a*)`` is in the CSVs too.
+- (b) test error (1 - greedy full-path accuracy) of per-step DPO from several under-trained
+  checkpoints, against iterations (SFT's own curve for reference).
+- (c) the same from the over-trained checkpoint.
+
+Curves are means over seeds with a min-max band.  For a sweep folder, a bar chart of final test
+accuracy per grid point is drawn instead.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import configlib, runio
+from .config import ReproduceConfig
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curve(recs_by_seed: dict[int, list[dict]], key: str, offset: int = 0, transform=lambda v: v):
+    """(x, mean, lo, hi) over seeds, on the steps all seeds share."""
+    series = []
+    for recs in recs_by_seed.values():
+        pts = {r["step"] + offset: transform(r[key]) for r in recs if key in r and r[key] is not None}
+        series.append(pts)
+    if not series:
+        return None
+    common = sorted(set.intersection(*(set(s) for s in series)))
+    if not common:
+        return None
+    arr = np.array([[s[x] for x in common] for s in series], dtype=float)
+    return np.array(common), arr.mean(0), arr.min(0), arr.max(0)
+
+
+def _plot(ax, c, label, **kw):
+    if c is None:
+        return
+    x, m, lo, hi = c
+    (line,) = ax.plot(x, m, label=label, **kw)
+    if len(c[0]) and (hi - lo).max() > 0:
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+
+
+def load_reproduce(run_dir: Path) -> tuple[ReproduceConfig, dict[int, list[dict]], dict[str, dict[int, list[dict]]]]:
+    from .reproduce import arm_dir, sft_dir
+
+    cfg = configlib.build(ReproduceConfig, configlib.load_yaml(run_dir / "config.yaml"))
+    sft = {s: runio.read_jsonl(sft_dir(run_dir, s) / "metrics.jsonl") for s in cfg.seeds}
+    arms = {a.name: {s: runio.read_jsonl(arm_dir(run_dir, s, a.name) / "metrics.jsonl") for s in cfg.seeds} for a in cfg.arms}
+    return cfg, sft, arms
+
+
+def make_figures(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if (run_dir / "points").is_dir():
+        return [sweep_figure(run_dir)]
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} has no config.yaml: not a reproduce or sweep folder")
+    plt = _plt()
+    cfg, sft, arms = load_reproduce(run_dir)
+    init = {a.name: a.init_step for a in cfg.arms}
+    err = lambda v: 1.0 - v  # noqa: E731
+    out = []
+
+    # (a)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    _plot(ax1, _curve(sft, "train_loss"), "SFT (train loss)", color="C0")
+    _plot(ax2, _curve(sft, "train/v_crit"), "SFT, train graphs", color="C0")
+    _plot(ax2, _curve(sft, "test/v_crit"), "SFT, test graphs", color="C0", linestyle="--")
+    if cfg.panel_a:
+        a = cfg.panel_a
+        off = init[a]
+        key = "train_pref_loss" if any("train_pref_loss" in r for rs in arms[a].values() for r in rs) else "train_loss"
+        _plot(ax1, _curve(arms[a], key, off), f"{a} from iter {off} (train loss)", color="C3")
+        _plot(ax2, _curve(arms[a], "train/v_crit", off), f"{a}, train graphs", color="C3")
+        _plot(ax2, _curve(arms[a], "test/v_crit", off), f"{a}, test graphs", color="C3", linestyle="--")
+        for ax in (ax1, ax2):
+            ax.axvline(off, color="grey", linewidth=0.8, linestyle=":")
+    ax1.set(xlabel="iteration", ylabel="training loss", title="(a) loss")
+    ax1.set_yscale("log")
+    ax2.set(xlabel="iteration", ylabel="critical-token value  pi(a*)·Q(s, a*)", title="(a) critical-token Q", ylim=(-0.02, 1.02))
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.append(_save(fig, run_dir / "fig8a.png"))
+
+    # (b), (c)
+    for name, arm_names, title in (
+        ("fig8b.png", cfg.panel_b, "(b) per-step DPO from under-trained SFT checkpoints"),
+        ("fig8c.png", cfg.panel_c, "(c) from an over-trained SFT checkpoint"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        _plot(ax, _curve(sft, "test/acc", transform=err), "SFT", color="black", linestyle="--")
+        for i, a in enumerate(arm_names):
+            _plot(ax, _curve(arms[a], "test/acc", init[a], transform=err), f"{a} (from iter {init[a]})", color=f"C{i + 1}")
+            ax.axvline(init[a], color=f"C{i + 1}", linewidth=0.6, linestyle=":")
+        ax.set(xlabel="iteration", ylabel="test error (1 - greedy full-path accuracy)", title=title, ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(_save(fig, run_dir / name))
+    return out
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def sweep_figure(run_dir: Path) -> Path:
+    """Final test accuracy per grid point (mean over seeds), grouped by everything but the seed."""
+    plt = _plt()
+    rows = runio.read_jsonl(run_dir / "points.jsonl")
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get("test_acc") is not None:
+            groups[r["group"]].append(float(r["test_acc"]))
+    names = sorted(groups)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4.5))
+    means = [np.mean(groups[n]) for n in names]
+    ax.bar(range(len(names)), means, color="C0")
+    for i, n in enumerate(names):
+        ax.scatter([i] * len(groups[n]), groups[n], color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=75, ha="right", fontsize=6)
+    ax.set(ylabel="final test accuracy", ylim=(0, 1.02), title="sweep: final test accuracy per grid point")
+    fig.tight_layout()
+    return _save(fig, run_dir / "sweep_test_acc.png")

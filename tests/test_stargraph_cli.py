@@ -1,0 +1,151 @@
+"""The ``stargraph`` CLI: --help of every subcommand, config resolution and errors, ``reproduce`` with the
+tiny preset (every output file), ``figures`` offline, and a resumable ``sweep``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stargraph import cli, configlib, runio
+from stargraph.config import ReproduceConfig, SweepConfig, TrainConfig, resolve
+from stargraph.configlib import ConfigError
+from stargraph.graphs import make_splits
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEPCREDIT_CACHE", str(tmp_path / "cache"))
+    make_splits.cache_clear()
+    yield
+    make_splits.cache_clear()
+
+
+@pytest.mark.parametrize("command", ["train", "posttrain", "reproduce", "sweep", "figures"])
+def test_help_of_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: stargraph" in out
+    if command == "train":
+        assert "--sft.lr" in out and "Peak AdamW learning rate" in out  # field docstrings become help
+    if command == "posttrain":
+        assert "--objective" in out and "per_step_dpo" in out and "--pool.policy" in out
+
+
+def test_help_runs_as_a_module():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "stargraph.cli", "--help"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0 and "reproduce" in out.stdout
+
+
+def test_every_preset_resolves():
+    for name in ("quick", "paper", "tiny"):
+        cfg = resolve(ReproduceConfig, preset=name, config_file=None, overrides={})
+        assert cfg.arms and cfg.panel_a in {a.name for a in cfg.arms}
+        assert resolve(TrainConfig, preset=name, config_file=None, overrides={}, preset_section="train").sft.steps > 0
+    sw = resolve(SweepConfig, preset="sweep", config_file=None, overrides={})
+    assert sw.objectives and sw.pools
+    paper = resolve(ReproduceConfig, preset="paper", config_file=None, overrides={})
+    d, m = paper.train.data, paper.train.model
+    assert (d.degree, d.path_len, d.num_nodes, m.n_layer, m.n_embd, m.n_head) == (2, 5, 50, 6, 384, 6)
+
+
+def test_resolution_order_preset_then_file_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  sft:\n    lr: 0.01\n    steps: 17\n")
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--preset", "tiny", "--set", "sft.steps=19"]))
+    cfg = resolve(TrainConfig, preset="tiny", config_file=str(f), overrides=over, preset_section="train")
+    assert cfg.sft.lr == 0.01 and cfg.sft.steps == 19 and cfg.model.n_embd == 16
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--sft.steps", "21"]))
+    assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train").sft.steps == 21
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n  sft:\n    lr: fast\n", "line 3: field sft.lr: expected a number"),
+        ("train:\n  sft:\n    nope: 1\n", "line 3: unknown field 'sft.nope'"),
+        ("train:\n  data:\n    degree: 9\n    num_nodes: 10\n", "invalid"),
+        ("posttrain:\n  objective: magic\n", "line 2: field objective: expected one of"),
+    ],
+)
+def test_bad_config_names_file_line_and_field(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    section = "posttrain" if text.startswith("posttrain") else "train"
+    cls = {"train": TrainConfig, "posttrain": __import__("stargraph.config", fromlist=["PostTrainConfig"]).PostTrainConfig}[section]
+    with pytest.raises(ConfigError) as e:
+        resolve(cls, preset=None, config_file=str(f), overrides={}, preset_section=section)
+    assert str(f) in str(e.value) and needle in str(e.value)
+
+
+def test_cli_reports_bad_override(capsys):
+    assert cli.main(["train", "--preset", "tiny", "--set", "sft.steps=many", "--print-config"]) == 2
+    assert "--set sft.steps" in capsys.readouterr().err
+
+
+def test_print_config(capsys):
+    assert cli.main(["reproduce", "--preset", "tiny", "--print-config", "--seeds", "[3, 4]"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds:\n- 3\n- 4" in out or "seeds: [3, 4]" in out
+
+
+def test_reproduce_tiny_writes_every_output(tmp_path):
+    run = tmp_path / "run"
+    assert cli.main(["reproduce", str(run), "--preset", "tiny"]) == 0
+    for name in ("config.yaml", "summary.json", "sft_curves.csv", "arm_curves.csv", "final.csv", "fig8a.png", "fig8b.png", "fig8c.png"):
+        assert (run / name).exists() and (run / name).stat().st_size > 0, name
+    cfg = configlib.build(ReproduceConfig, configlib.load_yaml(run / "config.yaml"))
+    summary = json.loads((run / "summary.json").read_text())
+    for arm in ["sft", *(a.name for a in cfg.arms)]:
+        for s in cfg.seeds:
+            entry = summary["arms"][arm][str(s)]
+            assert {"train_acc", "test_acc", "wall_time_s"} <= set(entry)
+            assert 0 <= entry["test_acc"] <= 1 and entry["wall_time_s"] >= 0
+    for s in cfg.seeds:
+        assert runio.read_jsonl(run / f"seed_{s}" / "sft" / "metrics.jsonl")
+        for a in cfg.arms:
+            assert runio.read_jsonl(run / f"seed_{s}" / "arms" / a.name / "metrics.jsonl")
+    # figures regenerate offline from the folder alone
+    for p in ("fig8a.png", "fig8b.png", "fig8c.png"):
+        (run / p).unlink()
+    assert cli.main(["figures", str(run)]) == 0
+    assert (run / "fig8a.png").exists() and (run / "fig8c.png").exists()
+    # re-running skips the completed stages and gives the same results
+    before = (run / "final.csv").read_text()
+    assert cli.main(["reproduce", str(run), "--preset", "tiny"]) == 0
+    assert (run / "final.csv").read_text() == before
+
+
+def test_figures_on_a_non_run_folder_fails_cleanly(tmp_path, capsys):
+    assert cli.main(["figures", str(tmp_path)]) == 2
+    assert "not a reproduce or sweep folder" in capsys.readouterr().err
+
+
+def test_sweep_runs_every_point_and_resumes(tmp_path):
+    run = tmp_path / "sweep"
+    args = [
+        "sweep", str(run), "--preset", "tiny_sweep",
+    ]
+    assert cli.main(args) == 0
+    rows = runio.read_jsonl(run / "points.jsonl")
+    cfg = configlib.build(SweepConfig, configlib.load_yaml(run / "config.yaml"))
+    n = len(cfg.seeds) * len(cfg.graphs) * len(cfg.n_train) * len(cfg.init_steps) * len(cfg.objectives) * len(cfg.pools) * len(cfg.variants)
+    assert len(rows) == n and (run / "sweep.csv").exists() and (run / "sweep_test_acc.png").exists()
+    # resume: delete one point, re-run: only that one is recomputed, the others are untouched
+    victim = run / rows[0]["run_dir"]
+    keep = run / rows[1]["run_dir"]
+    stamp = (keep / "metrics.jsonl").stat().st_mtime_ns
+    for p in sorted(victim.iterdir()):
+        p.unlink()
+    assert cli.main(args) == 0
+    assert runio.is_done(victim) and (keep / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert len(runio.read_jsonl(run / "points.jsonl")) == n
