@@ -451,8 +451,6 @@ class Config:
             "rft.samples_per_question",
             f"must be <= sample.n ({self.sample.n})",
         )
-        if self.data.dsyn != "tiny":
-            _require("tiny" not in self.eval.benchmarks, "eval.benchmarks", "`tiny` needs data.dsyn = tiny")
 
 
 # ====================================================================== the config library
