@@ -126,6 +126,14 @@ def train_causal_lm(
 
     if not examples:
         raise ValueError("train_causal_lm: no training examples")
+    procs = world_size()
+    per_step = cfg.per_device_batch_size * procs
+    if cfg.batch_size % per_step:
+        raise ValueError(
+            f"train: batch_size {cfg.batch_size} is not a multiple of per_device_batch_size x processes "
+            f"= {cfg.per_device_batch_size} x {procs}"
+        )
+    accum = cfg.batch_size // per_step
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     final_dir = out_dir / "model"
@@ -145,14 +153,6 @@ def train_causal_lm(
         atomic_write_json(key_file, {"key": key})
     _wait_for_everyone()
 
-    procs = world_size()
-    per_step = cfg.per_device_batch_size * procs
-    if cfg.batch_size % per_step:
-        raise ValueError(
-            f"train: batch_size {cfg.batch_size} is not a multiple of per_device_batch_size x processes "
-            f"= {cfg.per_device_batch_size} x {procs}"
-        )
-    accum = cfg.batch_size // per_step
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     if bf16 and not cuda:
