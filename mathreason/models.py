@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from mathreason.config import ModelConfig, TinyModelConfig
-from mathreason.runs import is_main_process
 
 __all__ = [
     "build_tiny_model",
@@ -119,13 +118,14 @@ def ensure_tiny_base(cfg: ModelConfig, folder: str | Path, corpus: Sequence[str]
     """Build the tiny tokenizer + random model into ``folder`` unless it is already there.
 
     The folder appears atomically (built in a temporary sibling, then renamed), so a kill never leaves a
-    half-written base model behind.
+    half-written base model behind. Building is deterministic, so concurrent builders (the ranks of a
+    distributed launch) are harmless: the first rename wins and the others discard their copy.
     """
     folder = Path(folder)
     if (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
         return folder
-    if not is_main_process():  # pragma: no cover - only under a distributed launch
-        raise RuntimeError(f"{folder}: the tiny base model must be built by a single process first")
+    if folder.exists() and any(folder.iterdir()):
+        raise RuntimeError(f"{folder} exists but holds no complete model; delete it to rebuild the tiny base model")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -133,13 +133,17 @@ def ensure_tiny_base(cfg: ModelConfig, folder: str | Path, corpus: Sequence[str]
         model = build_tiny_model(cfg.tiny, tokenizer, seed)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        try:
+            if folder.exists():
+                folder.rmdir()  # empty when checked above (or another rank's rename has just landed)
+            tmp.rename(folder)
+            logger.info("built tiny random Llama (%d-token vocabulary) in %s", len(tokenizer), folder)
+        except OSError:
+            if not (folder / "config.json").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("built tiny random Llama (%d-token vocabulary) in %s", len(tokenizer), folder)
     return folder
 
 

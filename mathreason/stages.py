@@ -93,12 +93,9 @@ class Context:
         from mathreason.tiny import write_tiny_problems
 
         if self._tiny_paths is None:
+            # Every rank of a distributed launch writes the same bytes atomically: no rank waits on another.
             d = self.cfg.data
-            folder = self.run.root / "data"
-            if is_main_process():
-                self._tiny_paths = write_tiny_problems(folder, d.tiny_train_size, d.tiny_test_size, seed=self.cfg.seed)
-            else:  # pragma: no cover - distributed launch: the main process writes the files
-                self._tiny_paths = (folder / "tiny_train.jsonl", folder / "tiny_test.jsonl")
+            self._tiny_paths = write_tiny_problems(self.run.root / "data", d.tiny_train_size, d.tiny_test_size, seed=self.cfg.seed)
         return self._tiny_paths
 
     def dsyn(self) -> list:
@@ -134,12 +131,11 @@ class Context:
             problems = [problems[int(i)] for i in perm[: d.subset_size]]
         self._dsyn = problems
         self._dsyn_fp = hash_json([p.to_dict() for p in problems])
-        if is_main_process():
-            path = self.run.root / "data" / "dsyn.jsonl"
-            fp_file = self.run.root / "data" / "dsyn.fingerprint"
-            if not (path.exists() and fp_file.exists() and fp_file.read_text().strip() == self._dsyn_fp):
-                save_problems_jsonl(problems, path)
-                atomic_write_text(fp_file, self._dsyn_fp + "\n")
+        path = self.run.root / "data" / "dsyn.jsonl"
+        fp_file = self.run.root / "data" / "dsyn.fingerprint"
+        if not (path.exists() and fp_file.exists() and fp_file.read_text().strip() == self._dsyn_fp):
+            save_problems_jsonl(problems, path)  # atomic; identical bytes from every rank
+            atomic_write_text(fp_file, self._dsyn_fp + "\n")
         return problems
 
     def dsyn_fingerprint(self) -> str:

@@ -194,6 +194,7 @@ def train_causal_lm(
         deepspeed=cfg.deepspeed,
         model_init_kwargs=model_init_kwargs,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
     )
 
     peft_config = None

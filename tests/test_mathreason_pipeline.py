@@ -244,3 +244,22 @@ def test_shipped_accelerate_configs_parse():
     assert str(zero3.distributed_type).endswith("DEEPSPEED") and zero3.deepspeed_config["zero_stage"] == 3
     ds = json.loads((folder / "ds_zero3.json").read_text())
     assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_accumulation_steps"] == "auto"
+
+
+@pytest.mark.slow
+def test_pipeline_launches_training_distributed(tmp_path):
+    """`pipeline.launcher` runs SFT as a 2-process DDP job (torchrun, gloo on CPU); one process records."""
+    run = tmp_path / "run"
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    cmd = _cli() + [
+        "pipeline", "--config", "tiny", f"run_dir={run}", "pipeline.stages=[sft]", f"pipeline.launcher={launcher}",
+        "sft.per_device_batch_size=4", "sft.epochs=4", "--quiet",
+    ]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads((run / "sft" / "stage.json").read_text())
+    assert rec["status"] == "done"
+    assert rec["summary"]["processes"] == 2 and rec["summary"]["gradient_accumulation_steps"] == 1
+    assert (run / "sft" / "model" / "model.safetensors").exists()
+    done = [m for m in read_jsonl(run / "metrics.jsonl") if m.get("event") == "done"]
+    assert len(done) == 1  # only rank 0 writes records and metrics
