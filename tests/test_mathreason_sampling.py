@@ -3,6 +3,7 @@ backend selection, and the vLLM path (marked; runs on a GPU with vLLM)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -253,3 +254,15 @@ def test_vllm_backend_schema_and_seeds(tiny):
     finally:
         v.close()
 
+
+
+def test_throughput_benchmark_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "sampling_throughput.py"), "--prompts", "2", "--n", "2",
+           "--max-tokens", "4", "--threads", "1", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    by_backend = {r["backend"]: r for r in report["results"]}
+    assert by_backend["transformers"]["sequences"] == 4
+    assert 0 < by_backend["transformers"]["generated_tokens"] <= 16 and by_backend["transformers"]["tokens_per_s"] > 0
+    assert "vllm" in by_backend
