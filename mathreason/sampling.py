@@ -481,8 +481,13 @@ def sample_to_store(
     """
     from tqdm.auto import tqdm
 
+    from mathreason.runs import hash_json
+
     chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    done = store.open(key, len(chunks), meta={"items": len(items), "n": n, "chunk_size": chunk_size, "tag": tag})
+    # The plan itself (which items, in which chunks) is part of the key, so shards are only ever reused
+    # with the boundaries they were written with.
+    plan_key = hash_json([key, tag, seed, n, chunk_size, [(pid, prompt_id(ids)) for pid, ids in items]])
+    done = store.open(plan_key, len(chunks), meta={"items": len(items), "n": n, "chunk_size": chunk_size, "tag": tag})
     todo = [i for i in range(len(chunks)) if i not in done]
     bar = tqdm(total=len(items), initial=len(items) - sum(len(chunks[i]) for i in todo), desc=desc, unit="q", disable=not progress)
     for ci in todo:

@@ -263,3 +263,30 @@ def test_pipeline_launches_training_distributed(tmp_path):
     assert (run / "sft" / "model" / "model.safetensors").exists()
     done = [m for m in read_jsonl(run / "metrics.jsonl") if m.get("event") == "done"]
     assert len(done) == 1  # only rank 0 writes records and metrics
+
+
+@pytest.mark.slow
+def test_real_benchmarks_and_dsyn(tmp_path, data_dir, monkeypatch):
+    """With the reference copies present: GSM8K train as D_syn (nested subsets), and evaluation of a model on
+    GSM8K test, MATH-500 and MATH test with per-sample verdicts and pass@k."""
+    monkeypatch.setenv("STEPCREDIT_DATA", str(data_dir))
+    run = tmp_path / "run"
+    base = ["data.dsyn=gsm8k", "data.subset_seed=3"]
+    small = Context(load_config("tiny", [f"run_dir={run}", *base, "data.subset_size=3"])).dsyn()
+    large = Context(load_config("tiny", [f"run_dir={run}", *base, "data.subset_size=6"])).dsyn()
+    assert [p.id for p in large[:3]] == [p.id for p in small] and all(p.id.startswith("gsm8k/train/") for p in large)
+
+    cfg = load_config(
+        "tiny",
+        [f"run_dir={run}", "eval.policies=[base]", "eval.benchmarks=[gsm8k, math500, math]", "eval.limit=2",
+         "eval.num_samples=2", "eval.pass_k=[1, 2]", "eval.max_tokens=6"],
+    )
+    assert run_stage(STAGES["eval"], Context(cfg, progress=False))["status"] == "done"
+    summary = json.loads((run / "eval" / "summary.json").read_text())["base"]
+    assert set(summary) == {"gsm8k", "math500", "math"}
+    for bench, s in summary.items():
+        assert s["greedy"]["problems"] == 2 and set(s["sampled"]["pass@k"]) == {"1", "2"}
+        rows = read_jsonl(run / "eval" / "base" / bench / "greedy.jsonl")
+        assert len(rows) == 2 and all({"extracted", "correct", "gold", "reason"} <= set(r) for r in rows)
+    golds = [r["gold"] for r in read_jsonl(run / "eval" / "base" / "math500" / "greedy.jsonl")]
+    assert all(g.strip() for g in golds)
