@@ -257,14 +257,23 @@ class TransformersSampler(Sampler):
                     g.manual_seed(rows[i][1])
                     gens.append(g)
                 processors.append(_SeededSampling(params.temperature, params.top_p, gens))
-            with torch.inference_mode():
-                seqs = self.model.generate(
-                    input_ids=ids_BL.to(self.device),
-                    attention_mask=mask_BL.to(self.device),
-                    generation_config=gen_cfg,
-                    logits_processor=processors,
-                    tokenizer=self.tokenizer if params.stop else None,
-                )
+            # generate() fills every unset field of gen_cfg from model.generation_config (a checkpoint may ship
+            # do_sample, temperature, top_p, repetition_penalty, ...); a neutral one keeps decoding exactly ours.
+            saved = self.model.generation_config
+            self.model.generation_config = GenerationConfig(
+                bos_token_id=saved.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=self.pad_id
+            )
+            try:
+                with torch.inference_mode():
+                    seqs = self.model.generate(
+                        input_ids=ids_BL.to(self.device),
+                        attention_mask=mask_BL.to(self.device),
+                        generation_config=gen_cfg,
+                        logits_processor=processors,
+                        tokenizer=self.tokenizer if params.stop else None,
+                    )
+            finally:
+                self.model.generation_config = saved
             gen_BT = seqs[:, L:].tolist()
             for b, i in enumerate(batch):
                 out[i] = _finish(gen_BT[b], self.eos_ids, params, self.tokenizer, rows[i][1])

@@ -266,3 +266,25 @@ def test_throughput_benchmark_writes_json(tmp_path):
     assert by_backend["transformers"]["sequences"] == 4
     assert 0 < by_backend["transformers"]["generated_tokens"] <= 16 and by_backend["transformers"]["tokens_per_s"] > 0
     assert "vllm" in by_backend
+
+
+def test_the_checkpoint_generation_config_does_not_leak_into_decoding(tiny):
+    """A checkpoint's generation_config (do_sample, temperature, repetition_penalty, ...) must not change
+    our greedy or seeded decoding, and is left as it was."""
+    path, s = tiny
+    p = _prompts(s.tokenizer, 1)[0]
+    reqs = [Request(p, [1, 2])]
+    ref_g = s.generate(reqs, SamplingParams(temperature=0.0, max_tokens=10))
+    ref_s = s.generate(reqs, SamplingParams(temperature=0.7, max_tokens=10))
+    gc = s.model.generation_config
+    saved = gc.to_dict()
+    gc.do_sample, gc.temperature, gc.top_p, gc.top_k, gc.repetition_penalty = True, 0.6, 0.5, 3, 1.3
+    try:
+        out_g = s.generate(reqs, SamplingParams(temperature=0.0, max_tokens=10))
+        out_s = s.generate(reqs, SamplingParams(temperature=0.7, max_tokens=10))
+        assert s.model.generation_config is gc and gc.repetition_penalty == 1.3
+    finally:
+        for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty"):
+            setattr(gc, k, saved.get(k))
+    assert [c.token_ids for c in out_g[0]] == [c.token_ids for c in ref_g[0]]
+    assert [c.token_ids for c in out_s[0]] == [c.token_ids for c in ref_s[0]]
