@@ -120,6 +120,9 @@ class Context:
             if not path.is_file():
                 raise ConfigError(f"field data.dsyn: no such file {str(path)!r} (and not one of gsm8k, math, tiny)")
             problems = load_problems(str(path), dataset=d.dataset, skip_malformed=d.skip_malformed)
+        skipped = list(getattr(problems, "skipped", []))
+        if skipped:
+            logger.warning("D_syn %s: skipped %d malformed rows (data.skip_malformed), e.g. %s", d.dsyn, len(skipped), skipped[0])
         problems = list(problems)
         if not problems:
             raise StageError(f"D_syn {d.dsyn!r} has no problems")

@@ -290,3 +290,14 @@ def test_real_benchmarks_and_dsyn(tmp_path, data_dir, monkeypatch):
         assert len(rows) == 2 and all({"extracted", "correct", "gold", "reason"} <= set(r) for r in rows)
     golds = [r["gold"] for r in read_jsonl(run / "eval" / "base" / "math500" / "greedy.jsonl")]
     assert all(g.strip() for g in golds)
+
+
+def test_unavailable_models_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    assert main(["sft", "--config", "tiny", f"run_dir={run}", f"model.name_or_path={tmp_path / 'missing'}"]) == 2
+    assert "field model.name_or_path: model" in capsys.readouterr().err and not (run / "sft").exists()
+    assert main(["sft", "--config", "tiny", f"run_dir={run}", "model.name_or_path=no-such-org/no-such-model"]) == 2
+    assert "not in the local Hugging Face cache" in capsys.readouterr().err
+    assert main(["sample", "--config", "tiny", f"run_dir={run}", f"sample.policy={tmp_path / 'nope'}"]) == 2
+    assert "policy" in capsys.readouterr().err and not (run / "sample").exists()
