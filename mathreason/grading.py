@@ -415,8 +415,9 @@ def _canon_args(s: str, depth: int = 0) -> str:
                 k += 1
             raise ValueError("unbalanced")
         if s[j] == "\\":
-            m = re.match(r"\\(?:[A-Za-z]+|.)", s[j:])
-            assert m is not None
+            m = re.match(r"\\(?:[A-Za-z]+|.)", s[j:], re.S)
+            if m is None:
+                raise ValueError("dangling backslash")
             return m.group(), j + m.end()
         return s[j], j + 1
 
