@@ -256,7 +256,10 @@ def _answer_segment(rest: str) -> str:
 _INT_PART = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
 _GSM_NUM_RE = re.compile(
     r"-?\\[dt]?frac\{\s*-?[\d.,]+\s*\}\{\s*-?[\d.,]+\s*\}"
-    r"|(?<![\w.\\])-?\$?" + _INT_PART + r"(?:\.\d+)?(?:\s*/\s*" + _INT_PART + r"(?:\.\d+)?)?(?:\s*\\?%)?"
+    r"|(?<![\w.\\])-?\d+ \d+/\d+(?![\d.,/])"  # mixed number 2 1/2
+    r"|(?<![\w.\\])-?\$?" + _INT_PART + r"(?:\.\d+)?"
+    r"(?:[eE][+-]?\d{1,4}(?![\w.])|\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*-?\d{1,4}\s*\}?)?"  # 1.5e3, 1.5 \times 10^{3}
+    r"(?:\s*/\s*" + _INT_PART + r"(?:\.\d+)?)?(?:\s*\\?%)?"
     r"|(?<![\w.\\])-?\.\d+(?:\s*\\?%)?"
 )
 _GSM_NUM_SCAN_LIMIT = 20000
@@ -483,8 +486,10 @@ class _Norm:
 
 def _collapse_spaces(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip()
-    # keep a space only where it separates two letters ("\pi r", "June 20" -> "June20")
-    return re.sub(r"(?<![A-Za-z]) | (?![A-Za-z])", "", s)
+    # thousands grouped with spaces: 1 000 000 -> 1000000
+    s = re.sub(r"(?<![\d.])\d{1,3}(?: \d{3})+(?=\.\d|(?![\d.]))", lambda m: m.group().replace(" ", ""), s)
+    # keep a space only where it separates two letters ("\pi r") or two digits ("1 2" is not 12)
+    return re.sub(r"(?<![A-Za-z0-9]) | (?![A-Za-z0-9])|(?<=[A-Za-z]) (?=[0-9])|(?<=[0-9]) (?=[A-Za-z])", "", s)
 
 
 def _strip_units(s: str) -> str:
@@ -546,6 +551,10 @@ def _normalize(answer: str) -> _Norm:
     s = _DOLLAR_RE.sub(" ", s)
     s = s.strip().rstrip(".,;").strip()
     s = re.sub(r"\\text\{\s*(?:and|or)\s*\}|(?<=[\s\d}])(?:and|or)(?=[\s\-\d\\$(])", ",", s)
+    # a number written inside text: \text{5 cm} -> 5 cm (then the unit goes)
+    s = re.sub(r"\\(?:text|textrm|textnormal|mbox)\s*\{\s*([-+]?\d[\d.,]*(?:\s*[A-Za-z][A-Za-z .]*)?)\}", r"\1", s)
+    # mixed numbers with a space: 2 1/2 -> 2\frac{1}{2} (before spaces between digits disappear)
+    s = re.sub(r"(?<![\d.,/])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.,/])", r"\1\\frac{\2}{\3}", s)
     s = _strip_units(s)
     s = re.sub(r"\s*\^\s*\{?\s*\\?circ\s*\}?\s*$", "", s)
     had_text = bool(re.search(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|emph)\s*\{[^{}]*[A-Za-z]{2,}", s))
@@ -759,6 +768,20 @@ def _split_top(s: str, seps: tuple[str, ...]) -> list[str] | None:
     return parts
 
 
+def _expand_pm(items: list[str] | None) -> list[str] | None:
+    """A single answer with one ``\\pm`` (or ``\\mp``) is the list of its two values:
+    ``1\\pm\\sqrt{2}`` -> ``[1+\\sqrt{2}, 1-\\sqrt{2}]``."""
+    if items is None or len(items) != 1:
+        return items
+    s = items[0]
+    pm = re.findall(r"\\(?:pm|mp)(?![A-Za-z])", s)
+    if len(pm) != 1:
+        return items
+    plus = re.sub(r"\\(?:pm|mp)(?![A-Za-z])", "+", s)
+    minus = re.sub(r"\\(?:pm|mp)(?![A-Za-z])", "-", s)
+    return [re.sub(r"^\+", "", plus), minus]
+
+
 def _bracketed(s: str) -> tuple[str, str, str] | None:
     """``(open, inner, close)`` when ``s`` is one bracketed group: ``(a,b]``, ``[a,b]``, ``\\{a,b\\}``."""
     if s.startswith("\\{") and s.endswith("\\}"):
@@ -808,7 +831,9 @@ def _text_key(s: str) -> str:
     return re.sub(r"[^a-z0-9:]", "", s.lower())
 
 
-_ASSIGN_RE = re.compile(r"([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+)\s*(?:=|\\in(?![A-Za-z]))([^=]+)")
+_ASSIGN_RE = re.compile(
+    r"([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
+)
 
 
 def _symbolic_risk(s: str) -> str | None:
@@ -951,6 +976,16 @@ class _Comparator:
         gm, pm = _matrix_cells(g.s), _matrix_cells(p.s)
         if gm is not None or pm is not None:
             if gm is None or pm is None:
+                # a vector written as a tuple: \begin{pmatrix}1\\2\end{pmatrix} vs (1, 2)
+                cells, other = (gm, p.s) if gm is not None else (pm, g.s)
+                ob = _bracketed(other)
+                flat = [c for row in cells for c in row]
+                if ob and ob[0] == "(" and ob[2] == ")" and (len(cells) == 1 or all(len(r) == 1 for r in cells)):
+                    items = _split_top(ob[1], (",",))
+                    if items is not None and len(items) == len(flat) > 1:
+                        gs, ps = (flat, items) if gm is not None else (items, flat)
+                        ok = self._match_ordered(gs, ps, depth)
+                        return (True, "vector match") if ok else (False, "vector mismatch")
                 return None
             same_shape = len(gm) == len(pm) and all(len(a) == len(b) for a, b in zip(gm, pm))
             if not same_shape:
@@ -965,6 +1000,13 @@ class _Comparator:
         # bare comma lists (unordered); a \{...\} set on the other side counts as a list
         gl, pl = _split_top(g.s, (",", ";")), _split_top(p.s, (",", ";"))
         gb, pb = _bracketed(g.s), _bracketed(p.s)
+        gl, pl = _expand_pm(gl), _expand_pm(pl)
+        if gl and pl and len(gl) == 1 and len(pl) > 1 and gb and gb[0] == "(" and not pb:
+            # a point given as a bare list: (1, 2) vs "1, 2" or "x=1, y=2" (ordered)
+            gi = _split_top(gb[1], (",",))
+            if gi is not None and len(gi) == len(pl):
+                ok = self._match_ordered(gi, pl, depth)
+                return (True, "tuple match") if ok else (False, "tuple mismatch")
         if gl and pl and (len(gl) > 1 or len(pl) > 1):
             if pb and pb[0] == "\\{" and len(gl) > 1:
                 pl = _split_top(pb[1], (",",)) or pl
@@ -1050,7 +1092,7 @@ def _mv_equal(gold: str, pred: str) -> bool:
     p = parse(f"${pred}$", extraction_config=_MV_CONFIG, parsing_timeout=None)
     if not g or not p:
         return False
-    return bool(verify(g, p, timeout_seconds=None))
+    return bool(verify(g, p, timeout_seconds=None, allow_set_relation_comp=True))
 
 
 class _SoftTimeout(BaseException):
