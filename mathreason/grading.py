@@ -268,6 +268,7 @@ _GSM_NUM_SCAN_LIMIT = 20000
 
 def _gsm8k_number(segment: str, last: bool = False) -> str | None:
     """The number token in ``segment``: the first one after the last ``=`` (or the last one)."""
+    segment = segment.replace("\u2212", "-").replace("\u2013", "-")
     if not last and "=" in segment:
         segment = segment.rsplit("=", 1)[1]
     if last and len(segment) > _GSM_NUM_SCAN_LIMIT:
@@ -375,6 +376,7 @@ _CMD_ALIASES = [
     (re.compile(r"\\(?:neq)(?![A-Za-z])"), r"\\ne"),
     (re.compile(r"\{(?:bmatrix|Bmatrix|matrix|smallmatrix)\}"), "{pmatrix}"),
     (re.compile(r"\\(?:infinity|infty)(?![A-Za-z])|(?<![A-Za-z\\])(?:infinity|inf)(?![A-Za-z])"), r"\\infty"),
+    (re.compile(r"\\varnothing(?![A-Za-z])|\\\{\s*\\\}|\\O(?![A-Za-z])"), r"\\emptyset"),
 ]
 _FUNCTION_WORDS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "lg", "arcsin", "arccos", "arctan",
@@ -593,6 +595,7 @@ _POW10_RE = re.compile(r"([+-]?)10\^\{([+-]?\d{1,4})\}")
 _FRAC_RE = re.compile(r"([+-]?)\\frac\{([+-]?)(" + _NUM + r")\}\{([+-]?)(" + _NUM + r")\}")
 _SLASH_RE = re.compile(r"([+-]?)\(?([+-]?)(" + _NUM + r")\)?/\(?([+-]?)(" + _NUM + r")\)?")
 _MIXED_RE = re.compile(r"([+-]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")
+_REPEATING_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{(\d{1,50})\}")
 _MAX_DIGITS = 4000
 
 
@@ -639,6 +642,14 @@ def _parse_number_str(s: str) -> _Number | None:
         if den == 0 or num >= den:
             return None  # 3\frac{5}{4} is not a mixed number; leave it to the symbolic path
         return _Number(_sign(m.group(1)) * (whole + Fraction(num, den)), False)
+    m = _REPEATING_RE.fullmatch(s)
+    if m:  # 0.1\overline{6} = 1/6
+        whole, fixed, rep = m.group(2) or "0", m.group(3), m.group(4)
+        if len(whole) + len(fixed) > 100:
+            return None
+        base = Fraction(int(whole + fixed), 10 ** len(fixed))
+        tail = Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+        return _Number(_sign(m.group(1)) * (base + tail), False)
     m = _SCI_RE.fullmatch(s) or _POW10_RE.fullmatch(s)
     if m:
         if m.re is _POW10_RE:
@@ -995,6 +1006,11 @@ class _Comparator:
         # unions of intervals/sets: unordered
         gu, pu = _split_top(g.s, ("\\cup",)), _split_top(p.s, ("\\cup",))
         if gu and pu and (len(gu) > 1 or len(pu) > 1):
+            # a union on one side, inequalities joined by "or"/commas on the other: x<-2 or x>3
+            if len(gu) > 1 and len(pu) == 1:
+                pu = _split_top(p.s, (",",)) or pu
+            elif len(pu) > 1 and len(gu) == 1:
+                gu = _split_top(g.s, (",",)) or gu
             ok = self._match_unordered(gu, pu, depth)
             return (True, "union match") if ok else (False, "union mismatch")
         # bare comma lists (unordered); a \{...\} set on the other side counts as a list
