@@ -1317,6 +1317,7 @@ class _Worker:
             env=env,
             close_fds=True,
         )
+        self.owner_pid = os.getpid()
         self.fd = self.proc.stdout.fileno()
         self.buf = b""
         self.outbuf = b""
@@ -1331,9 +1332,12 @@ class _Worker:
         os.set_blocking(self.proc.stdin.fileno(), False)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Running, and started by this process (a forked child must not share its parent's pipes)."""
+        return self.owner_pid == os.getpid() and self.proc.poll() is None
 
     def kill(self) -> None:
+        if self.owner_pid != os.getpid():
+            return  # inherited through fork: the parent owns it
         try:
             self.proc.kill()
         except Exception:
@@ -1413,6 +1417,8 @@ _req_counter = 0
 def _get_single() -> _Worker:
     global _single
     if _single is None or not _single.alive():
+        if _single is not None:
+            _single.kill()  # reaps a dead worker; a no-op for one inherited through fork
         _single = _Worker()
     return _single
 

@@ -4,6 +4,7 @@ bounded symbolic path, batch grading with dead and hung workers, and the real re
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -484,3 +485,24 @@ def test_prompt_exemplars_grade_correct():
             n += 1
     assert n >= 8
     assert json.dumps([t.to_dict() for t in PROMPT_TEMPLATES.values()])
+
+
+def test_forked_child_gets_its_own_worker():
+    """A process forked after grading must not talk to its parent's worker through shared pipes."""
+    import multiprocessing as mp
+
+    assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker exists now
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child(q):
+        v = grade(r"\boxed{\sqrt{18}}", r"3\sqrt{2}", "math")
+        q.put((v.correct, grading._single.owner_pid == os.getpid()))
+        grading.shutdown_workers()
+
+    proc = ctx.Process(target=child, args=(q,))
+    proc.start()
+    got = q.get(timeout=120)
+    proc.join(timeout=60)
+    assert got == (True, True)
+    assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker still works
