@@ -779,6 +779,17 @@ def _split_top(s: str, seps: tuple[str, ...]) -> list[str] | None:
     return parts
 
 
+def _is_multi(s: str) -> bool:
+    """A tuple, interval or set of at least two items, or a matrix (never equal to a single number)."""
+    if _matrix_cells(s) is not None:
+        return True
+    b = _bracketed(s)
+    if b is None:
+        return False
+    items = _split_top(b[1], (",",))
+    return items is not None and len(items) >= 2
+
+
 def _expand_pm(items: list[str] | None) -> list[str] | None:
     """A single answer with one ``\\pm`` (or ``\\mp``) is the list of its two values:
     ``1\\pm\\sqrt{2}`` -> ``[1+\\sqrt{2}, 1-\\sqrt{2}]``."""
@@ -951,6 +962,8 @@ class _Comparator:
         structural = self._structural(g, p, depth)
         if structural is not None:
             return structural
+        if (gv is not None and _is_multi(p.s)) or (pv is not None and _is_multi(g.s)):
+            return False, "type mismatch (a number against a tuple, interval or matrix)"
         risk = _symbolic_risk(g.s) or _symbolic_risk(p.s)
         if risk is not None:
             return False, f"mismatch (not compared symbolically: {risk})"
@@ -1108,7 +1121,42 @@ def _mv_equal(gold: str, pred: str) -> bool:
     p = parse(f"${pred}$", extraction_config=_MV_CONFIG, parsing_timeout=None)
     if not g or not p:
         return False
+    if _numerically_different(g[0], p[0]):
+        return False
     return bool(verify(g, p, timeout_seconds=None, allow_set_relation_comp=True))
+
+
+_PROBE_POINTS = ((0.7316, 1.2913, 0.4177, 1.8591, 0.9533), (1.4142, 0.5219, 1.1731, 0.6662, 1.6074))
+
+
+def _numerically_different(a, b) -> bool:
+    """A quick disproof before sympy's ``simplify``: two scalar expressions whose values differ at a
+    positive probe point (relative difference > 1e-3) cannot be equal, whatever simplify would do.
+    Anything that is not a plain scalar expression, or does not evaluate to a finite number, is
+    inconclusive (``False``) and goes on to math-verify."""
+    import sympy
+
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
+        return False
+    if a.has(sympy.UnevaluatedExpr) or b.has(sympy.UnevaluatedExpr):
+        return False  # math-verify's percent convention: leave those to it
+    syms = sorted(a.free_symbols | b.free_symbols, key=lambda s: s.name)
+    if len(syms) > len(_PROBE_POINTS[0]):
+        return False
+    try:
+        for point in _PROBE_POINTS:
+            subs = {s: sympy.Float(v, 20) for s, v in zip(syms, point)}
+            va = complex(sympy.N(a.subs(subs), 20))
+            vb = complex(sympy.N(b.subs(subs), 20))
+            if not all(map(lambda z: abs(z) < 1e300 and z == z, (va, vb))):
+                return False
+            if abs(va - vb) > 1e-3 * max(1.0, abs(va), abs(vb)):
+                return True
+            if not syms:
+                return False
+    except Exception:
+        return False
+    return False
 
 
 class _SoftTimeout(BaseException):
