@@ -72,7 +72,9 @@ def summarize(tf: dict[str, torch.Tensor], *, bok_k: int = 5, prefix: str = "") 
     """Scalar metrics from :func:`teacher_forced`.
 
     - ``loss``: mean NLL per target token (as Next-Token-Failures' loss);
-    - ``acc``: full-path greedy accuracy; ``acc_pos{j}``: per-position accuracy;
+    - ``acc``: full-path greedy accuracy (source included, as Next-Token-Failures; the headline
+      metric); ``acc_given_source``: greedy accuracy of the path after the source when the source is
+      given (the post-training prompt); ``acc_pos{j}``: per-position accuracy;
     - ``crit_acc``: accuracy of the critical token (position 1); ``lookup_acc``: positions 2..L-1;
     - ``crit_prob``: mean probability of the correct critical token;
     - ``q_crit``: exact Q of the prefix through the correct critical token (success probability of
@@ -90,6 +92,7 @@ def summarize(tf: dict[str, torch.Tensor], *, bok_k: int = 5, prefix: str = "") 
     m: dict[str, float] = {
         "loss": float(-logp.mean()),
         "acc": float(correct.all(1).double().mean()),
+        "acc_given_source": float(correct[:, 1:].all(1).double().mean()),
     }
     for j in range(L):
         m[f"acc_pos{j}"] = float(correct[:, j].double().mean())

@@ -254,8 +254,9 @@ class PostTrainer:
             "chosen_mask": torch.stack(cmask).to(self.device),
             "rejected_mask": torch.stack(rmask).to(self.device),
         }
-        # Every chosen sequence is the true path (prefixes lie on it): SFT mask = all steps.
-        t["sft_mask"] = self._span(0, self.S).unsqueeze(0).expand(n, -1).to(self.device)
+        # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
+        # target, source included (nothing else anchors the source copy that evaluation decodes).
+        t["sft_mask"] = torch.ones(n, self.S + 1, dtype=torch.bool, device=self.device)
         t["ref_chosen"] = self._ref_logps(chosen)
         t["ref_rejected"] = self._ref_logps(rejected)
         return Batches("pairs", n, t)
@@ -285,7 +286,8 @@ class PostTrainer:
         g = pool.graph_M[keep]
         seq = pool.graphs.tokens_NT[g.to(self.device)].clone()
         seq[:, self.P + 1 :] = pool.resp_MS[keep].to(self.device)
-        mask = self._span(0, self.S).unsqueeze(0).expand(n, -1).to(self.device)
+        # The whole target, source included (its advantage is 0: AWR weight 1).
+        mask = torch.ones(n, self.S + 1, dtype=torch.bool, device=self.device)
         t = {"seq": seq, "mask": mask}
         if adv:
             q = pool.q
@@ -340,6 +342,7 @@ class PostTrainer:
             "chosen_reward": out.chosen_rewards_B.mean(),
             "rejected_reward": out.rejected_rewards_B.mean(),
             "chosen_logp": (pi_c.detach() * t["sft_mask"]).sum(1).mean(),
+            "source_logp": pi_c.detach()[:, 0].mean(),
         }
         if obj == "per_step_dpo_sft":
             s = sft_loss(pi_c, t["sft_mask"]).loss_B.mean()
@@ -356,6 +359,7 @@ class PostTrainer:
         metrics = runio.MetricsLog(run_dir / "metrics.jsonl")
         metrics.reset()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         needs_pool = cfg.objective not in ("sft", "sft_critical")
         pool_stats: dict = {}
         batches = Batches("empty", 0)
@@ -375,6 +379,7 @@ class PostTrainer:
             rec.update(evaluate(self.model, self.eval_sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
             rec["pool_time_s"] = pool_time
             rec["time_s"] = time.perf_counter() - t0
+            rec["cpu_time_s"] = time.process_time() - c0
             metrics.append(rec)
             acc, skipped = {}, 0
             self.log(
@@ -432,7 +437,7 @@ def posttrain(cfg: PostTrainConfig, run_dir: str | Path, log: Log = print) -> di
     if not cfg.init:
         raise ValueError("posttrain: init (an SFT checkpoint path) is required")
     runio.write_config(run_dir, cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = PostTrainer(cfg, run_dir, log).run()
-    runio.mark_done(run_dir, {"time_s": time.perf_counter() - t0})
+    runio.mark_done(run_dir, {"time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
     return rec

@@ -52,6 +52,7 @@ def reproduce(cfg: ReproduceConfig, run_dir: str | Path, log: Log = print) -> di
     run_dir.mkdir(parents=True, exist_ok=True)
     runio.write_config(run_dir, cfg)
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     sft_tasks = [
         Task("sft", replace(cfg.train, seed=s, runtime=cfg.runtime), str(sft_dir(run_dir, s)), f"seed{s}/sft")
         for s in cfg.seeds
@@ -67,6 +68,7 @@ def reproduce(cfg: ReproduceConfig, run_dir: str | Path, log: Log = print) -> di
         arm_results = runner.run(arm_tasks)
     summary = collect(cfg, run_dir)
     summary["total_time_s"] = time.perf_counter() - t0
+    summary["cpu_time_s"] = _cpu_seconds() - cpu0  # this process and its workers (user + system)
     summary["this_invocation"] = {
         "sft_wall_s": sum(r[2] for r in sft_results),
         "arms_wall_s": sum(r[2] for r in arm_results),
@@ -80,14 +82,23 @@ def reproduce(cfg: ReproduceConfig, run_dir: str | Path, log: Log = print) -> di
     return summary
 
 
-def _done_time(d: Path) -> float | None:
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _done_time(d: Path, key: str = "time_s") -> float | None:
+    """Wall (or CPU, ``key="cpu_time_s"``) seconds of a completed stage, from its DONE marker."""
     done = d / runio.DONE
     if not done.exists():
         return None
     import json
 
     try:
-        return float(json.loads(done.read_text()).get("time_s"))
+        return float(json.loads(done.read_text())[key])
     except Exception:
         return None
 
@@ -107,7 +118,9 @@ def collect(cfg: ReproduceConfig, run_dir: Path) -> dict:
                 "arm": "sft", "seed": s, "objective": "sft", "init_step": 0, "steps": last["step"],
                 "train_acc": last.get("train/acc"), "test_acc": last.get("test/acc"),
                 "train_crit_acc": last.get("train/crit_acc"), "test_crit_acc": last.get("test/crit_acc"),
+                "test_acc_given_source": last.get("test/acc_given_source"),
                 "wall_time_s": _done_time(sft_dir(run_dir, s)) or last.get("time_s"),
+                "cpu_time_s": _done_time(sft_dir(run_dir, s), "cpu_time_s") or last.get("cpu_time_s"),
             }
             final_rows.append(row)
             summary["arms"].setdefault("sft", {})[str(s)] = _summary_entry(row)
@@ -122,7 +135,9 @@ def collect(cfg: ReproduceConfig, run_dir: Path) -> dict:
                     "arm": a.name, "seed": s, "objective": last.get("objective"), "init_step": a.init_step,
                     "steps": last["step"], "train_acc": last.get("train/acc"), "test_acc": last.get("test/acc"),
                     "train_crit_acc": last.get("train/crit_acc"), "test_crit_acc": last.get("test/crit_acc"),
+                    "test_acc_given_source": last.get("test/acc_given_source"),
                     "wall_time_s": _done_time(d) or last.get("time_s"),
+                    "cpu_time_s": _done_time(d, "cpu_time_s") or last.get("cpu_time_s"),
                 }
                 final_rows.append(row)
                 summary["arms"].setdefault(a.name, {})[str(s)] = _summary_entry(row)
@@ -141,6 +156,7 @@ def _summary_entry(row: dict) -> dict:
         "train_acc": row["train_acc"],
         "test_acc": row["test_acc"],
         "wall_time_s": row["wall_time_s"],
+        "cpu_time_s": row["cpu_time_s"],
     }
 
 

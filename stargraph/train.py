@@ -154,14 +154,14 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     sd = spec_dict(data.spec, data.seed, cfg.data.n_train, cfg.data.n_test, cfg.data.n_eval_train)
     ckpt_steps = set(s.checkpoint_at) | {s.steps}
 
-    start, wall_before = 0, 0.0
+    start, wall_before, cpu_before = 0, 0.0, 0.0
     resume_path = run_dir / "resume.pt"
     if resume_path.exists():
         st = torch.load(resume_path, map_location="cpu", weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sampler.load(st["sampler"])
-        start, wall_before = int(st["step"]), float(st["wall"])
+        start, wall_before, cpu_before = int(st["step"]), float(st["wall"]), float(st.get("cpu", 0.0))
         metrics.truncate_after(start)
         log(f"[train] resuming {run_dir} at step {start}")
     else:
@@ -169,6 +169,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
 
     sets = {"train": data.eval_train, "test": data.test}
     t0 = time.perf_counter() - wall_before
+    c0 = time.process_time() - cpu_before
     loss_sum = torch.zeros((), device=device)
     n_loss = 0
 
@@ -178,6 +179,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
         rec["train_loss"] = float(loss_sum / n_loss) if n_loss else float("nan")
         rec.update(evaluate(model, sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
         rec["time_s"] = time.perf_counter() - t0
+        rec["cpu_time_s"] = time.process_time() - c0
         metrics.append(rec)
         loss_sum = torch.zeros((), device=device)
         n_loss = 0
@@ -218,7 +220,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
             if done % s.eval_every:  # keep metrics and snapshot consistent: snapshot only after an eval
                 continue
             runio.atomic_torch_save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(), "step": done, "wall": time.perf_counter() - t0},
+                {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(), "step": done, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0},
                 resume_path,
             )
     if start == s.steps and not rec:
@@ -226,5 +228,5 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
         rec = recs[-1] if recs else {}
     if resume_path.exists():
         resume_path.unlink()
-    runio.mark_done(run_dir, {"step": s.steps, "time_s": time.perf_counter() - t0})
+    runio.mark_done(run_dir, {"step": s.steps, "time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
     return rec

@@ -149,3 +149,21 @@ def test_sweep_runs_every_point_and_resumes(tmp_path):
     assert cli.main(args) == 0
     assert runio.is_done(victim) and (keep / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert len(runio.read_jsonl(run / "points.jsonl")) == n
+
+
+def test_throughput_benchmark_emits_json(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stargraph_throughput", REPO / "benchmarks" / "stargraph_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bench.json"
+    ntf = tmp_path / "ntf"
+    assert mod.main(["--preset", "tiny", "--device", "cpu", "--threads", "1", "--steps", "2", "--warmup", "1",
+                     "--eval-prompts", "64", "--out", str(out), "--export-ntf", str(ntf)]) == 0
+    res = json.loads(out.read_text())
+    for key in ("train_samples_per_s", "greedy_eval_prompts_per_s", "greedy_generate_prompts_per_s", "train_step_s"):
+        assert res[key] > 0
+    assert res["model"]["params"] > 0 and "python train.py" in res["ntf_command"]
+    lines = (ntf / "deg_2_path_3_nodes_10_train_200000.txt").read_text().splitlines()
+    assert len(lines) == 200 and "/" in lines[0] and "=" in lines[0]
