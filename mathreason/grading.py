@@ -231,7 +231,8 @@ def _trailing_box_run(text: str) -> list[str]:
     return [c for _, _, c in reversed(run)]
 
 
-_ANSWER_IS_RE = re.compile(r"(?i)\banswers?\s*(?:is\b|are\b|:|=)\s*:?")
+_ANSWER_IS_RE = re.compile(r"(?i)\banswers?\s*(?:is\b|are\b|:|=)\s*:?|\banswer\s+(?=\$|\\\[|\\\()")
+_VERB_RE = re.compile(r"\b(?:is|are|equals|be)\s+")
 _HASHES_RE = re.compile(r"####")
 _MATH_OPEN = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 
@@ -240,13 +241,14 @@ def _answer_segment(rest: str) -> str:
     """The answer that starts ``rest`` (the text after "answer is" / "####"): up to the end of the
     line or sentence, or the whole first math span when it starts with one."""
     rest = rest.lstrip(" \t*:")
-    rest = rest.split("\n", 1)[0]
     for open_, close in _MATH_OPEN.items():
         if rest.startswith(open_):
             end = rest.find(close, len(open_))
-            if end > 0:
+            # display math may span lines; inline math may not
+            if end > 0 and (open_ in ("$$", "\\[") or "\n" not in rest[:end]):
                 return rest[len(open_) : end].strip()
             break
+    rest = rest.split("\n", 1)[0]
     m = re.search(r"\.(?=\s|$)", rest)  # end of sentence; a decimal point is followed by a digit
     if m:
         rest = rest[: m.start()]
@@ -303,6 +305,11 @@ def _extract(text: str, family: str, allow_bare: bool = True) -> tuple[str | Non
                 pass
             if ans is not None:
                 seg = _answer_segment(text[ans.end() :])
+                if ans.group().rstrip().endswith(":") and seg and seg[0] not in "$\\":
+                    # "Final Answer: the volume of $P$ is 120" -> 120
+                    verbs = list(_VERB_RE.finditer(seg))
+                    if verbs:
+                        seg = _answer_segment(seg[verbs[-1].end() :])
                 inner = last_boxed(seg) if seg else None
                 if inner is not None:
                     seg = inner
@@ -541,7 +548,7 @@ def _normalize(answer: str) -> _Norm:
         if inner is not None:
             s = inner
     s = _strip_outer_math(s)
-    s = s.replace("{,}", ",")
+    s = re.sub(r"\{\s*,\s*\}", ",", s)
     s = _SPACING_RE.sub(lambda m: m.group() if m.group() == "\\\\" else "" if m.group() == "\\!" else " ", s)
     s = _SIZING_RE.sub("", s)
     for pat, rep in _CMD_ALIASES:
