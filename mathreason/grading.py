@@ -345,9 +345,11 @@ def _prepare_gold(gold: str, family: str) -> str:
     """A gold answer may be bare LaTeX, a ``$...$`` span, a boxed answer or a whole reference solution."""
     g = gold.strip()
     if _BOX_CMD_RE.search(g):
-        boxed = last_boxed(g)
-        if boxed is not None:
-            return boxed
+        run = _trailing_box_run(g)
+        if len(run) > 1:  # "the answers are \boxed{-2} and \boxed{1}": the gold is the list
+            return ", ".join(run)
+        if run:
+            return run[0]
     if "####" in g:
         return _answer_segment(g.rsplit("####", 1)[1])
     return g
@@ -548,7 +550,7 @@ def _normalize(answer: str) -> _Norm:
         if inner is not None:
             s = inner
     s = _strip_outer_math(s)
-    s = re.sub(r"\{\s*,\s*\}", ",", s)
+    s = re.sub(r"\s*\{\s*,\s*\}\s*|,\\!\s*", ",", s)  # LaTeX thousands separators {,} and ,\!
     s = _SPACING_RE.sub(lambda m: m.group() if m.group() == "\\\\" else "" if m.group() == "\\!" else " ", s)
     s = _SIZING_RE.sub("", s)
     for pat, rep in _CMD_ALIASES:
@@ -570,12 +572,12 @@ def _normalize(answer: str) -> _Norm:
     for _ in range(3):
         s = _TEXT_WRAP_RE.sub(lambda m: m.group(1), s)
     s = re.sub(r"\\(?:mathbf|boldsymbol|vec|overrightarrow)\s*(?=\{)", "", s)
+    # thousands separators: 1,000 and 12,345.67 (a whole answer only; "1, 000" with a space is a list)
+    if re.fullmatch(r"\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*", s):
+        s = s.replace(",", "")
     s = _collapse_spaces(s)
     s = re.sub(r",{2,}", ",", s).strip(",")
     s = re.sub(r"^\+(?=[\d.\\])", "", s)
-    # thousands separators: 1,000 and 12,345.67 (a whole answer only; "1, 000" stays a list)
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
-        s = s.replace(",", "")
     try:
         s = _canon_args(s)
     except (ValueError, RecursionError):
