@@ -498,21 +498,26 @@ def test_prompt_exemplars_grade_correct():
 
 
 def test_forked_child_gets_its_own_worker():
-    """A process forked after grading must not talk to its parent's worker through shared pipes."""
-    import multiprocessing as mp
-
-    assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker exists now
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-
-    def child(q):
-        v = grade(r"\boxed{\sqrt{18}}", r"3\sqrt{2}", "math")
-        q.put((v.correct, grading._single.owner_pid == os.getpid()))
-        grading.shutdown_workers()
-
-    proc = ctx.Process(target=child, args=(q,))
-    proc.start()
-    got = q.get(timeout=120)
-    proc.join(timeout=60)
-    assert got == (True, True)
-    assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker still works
+    """A process forked after grading must not talk to its parent's worker through shared pipes.
+    (Run in a fresh interpreter so that no thread of the test session is forked.)"""
+    script = r"""
+import os, sys
+from mathreason import grading
+from mathreason.grading import grade
+assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker exists now
+parent_worker = grading._single
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    v = grade(r"\boxed{\sqrt{18}}", r"3\sqrt{2}", "math")
+    mine = grading._single is not parent_worker and grading._single.owner_pid == os.getpid()
+    os.write(w, b"ok" if (v.correct and mine) else b"bad")
+    grading.shutdown_workers()
+    os._exit(0)
+os.waitpid(pid, 0)
+child = os.read(r, 10)
+again = grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct and grading._single is parent_worker
+print(child.decode(), again)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert out.stdout.split() == ["ok", "True"], out.stdout + out.stderr
