@@ -13,7 +13,9 @@ this module is deliberately conservative and fully bounded:
   math-verify (latex2sympy + sympy), and that always runs in a separate worker process with a soft
   timer inside it and a hard kill from outside, so a pathological answer costs at most the timeout.
   Model output never reaches ``eval``, ``sympify`` of a raw string or sympy's ``parse_expr``: the
-  symbolic leaf uses math-verify with LaTeX extraction only, whose parser is an ANTLR grammar.
+  symbolic leaf uses math-verify with LaTeX extraction only (an ANTLR grammar), with latex2sympy's
+  number parsing replaced by direct construction, inside an audit-hook sandbox that refuses
+  compiling strings, processes, sockets and file writes.
 * :func:`grade_many` grades large batches over a pool of worker processes with a per-item deadline;
   a worker that hangs or dies is replaced and only its current item is lost.
 
@@ -31,7 +33,9 @@ Equivalence policy (also in ``docs/grading.md``):
 * ``x = 3 == 3`` and ``x \\in [0,1] == [0,1]`` (a single-variable left side is dropped when the
   other side has none).
 * Unbracketed comma lists are unordered (``1, -2 == -2, 1``); so are ``\\{...\\}`` sets and
-  ``\\cup`` unions. Tuples, intervals and matrices are ordered and bracket-exact (``(1,2] != (1,2)``).
+  ``\\cup`` unions. Tuples, intervals and matrices are ordered and bracket-exact (``(1,2] != (1,2)``);
+  a vector matrix matches the same tuple, a point ``(1, 2)`` the bare list ``1, 2``, an interval the
+  equivalent inequality (``(1,2] == 1 < x \\le 2``), and one ``\\pm`` makes a two-element list.
 * Text answers (``\\text{Monday}``, ``(A)``, ``\\text{(C)}``) compare case-insensitively on letters,
   digits and ``:``; a text answer never matches a non-text answer.
 * In a response with several boxes the last one counts; when the gold is a list and the response
