@@ -4,7 +4,6 @@ bounded symbolic path, batch grading with dead and hung workers, and the real re
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
