@@ -176,6 +176,13 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

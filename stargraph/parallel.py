@@ -109,14 +109,62 @@ class Runner:
         from .runio import is_done
 
         todo = [t for t in tasks if not is_done(Path(t.run_dir))]
-        if self.workers <= 1 or len(todo) <= 1:
+        if self.workers <= 1:
             return [run_task(t, echo=self.echo) for t in todo]
+        if len(todo) <= 1:  # a lone task gets every core of the pool
+            return [run_task(t, threads=cpu_count(), echo=self.echo) for t in todo]
         threads = threads_per_worker(self.workers)
         if self._ex is None:
             ctx = mp.get_context("spawn")
             self._ex = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
         futs = [self._ex.submit(_run_in_worker, t, threads) for t in todo]
         return [f.result() for f in futs]
+
+
+    def run_staged(self, first: Sequence[Task], then: Sequence[Sequence[Task]]) -> tuple[list, list]:
+        """Run ``first[i]`` and, as soon as it is complete, the tasks ``then[i]`` that need it.
+
+        Keeps every worker busy when the first tasks outnumber the workers unevenly (e.g. three
+        seeds' SFT runs on two workers). Returns (results of ``first``, results of ``then``).
+        """
+        from .runio import is_done
+
+        if len(first) != len(then):
+            raise ValueError("run_staged: one list of dependent tasks per first task")
+        if self.workers <= 1:
+            a = self.run(first)
+            b = self.run([t for group in then for t in group])
+            return a, b
+        threads = threads_per_worker(self.workers)
+        if self._ex is None:
+            ctx = mp.get_context("spawn")
+            self._ex = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+        ex = self._ex
+        # fewer first tasks than workers: give each of them the idle workers' cores
+        first_threads = max(threads, cpu_count() // max(1, min(self.workers, len(first))))
+        first_res: list = []
+        then_res: list = []
+        pending: dict[cf.Future, int | None] = {}
+        for i, t in enumerate(first):
+            if is_done(Path(t.run_dir)):
+                for d in then[i]:
+                    if not is_done(Path(d.run_dir)):
+                        pending[ex.submit(_run_in_worker, d, threads)] = None
+            else:
+                pending[ex.submit(_run_in_worker, t, first_threads)] = i
+        while pending:
+            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                i = pending.pop(f)
+                res = f.result()
+                if i is None:
+                    then_res.append(res)
+                    continue
+                first_res.append(res)
+                for d in then[i]:
+                    if not is_done(Path(d.run_dir)):
+                        pending[ex.submit(_run_in_worker, d, threads)] = None
+        return first_res, then_res
 
 
 def run_tasks(tasks: Sequence[Task], workers: int, echo: bool = True) -> list[tuple[str, dict, float]]:

@@ -59,19 +59,20 @@ def reproduce(cfg: ReproduceConfig, run_dir: str | Path, log: Log = print) -> di
     ]
     log(f"[reproduce] {len(sft_tasks)} SFT runs, {len(cfg.arms) * len(cfg.seeds)} post-training arms, {cfg.workers} worker(s)")
     arm_tasks = [
-        Task("posttrain", arm_config(cfg, a, s, run_dir), str(arm_dir(run_dir, s, a.name)), f"seed{s}/{a.name}")
+        [Task("posttrain", arm_config(cfg, a, s, run_dir), str(arm_dir(run_dir, s, a.name)), f"seed{s}/{a.name}") for a in cfg.arms]
         for s in cfg.seeds
-        for a in cfg.arms
     ]
     with Runner(cfg.workers) as runner:
-        sft_results = runner.run(sft_tasks)
-        arm_results = runner.run(arm_tasks)
+        # each seed's arms start as soon as that seed's SFT is done
+        sft_results, arm_results = runner.run_staged(sft_tasks, arm_tasks)
     summary = collect(cfg, run_dir)
     summary["total_time_s"] = time.perf_counter() - t0
     summary["cpu_time_s"] = _cpu_seconds() - cpu0  # this process and its workers (user + system)
-    summary["this_invocation"] = {
-        "sft_wall_s": sum(r[2] for r in sft_results),
-        "arms_wall_s": sum(r[2] for r in arm_results),
+    summary["this_invocation"] = {  # sums over the tasks run now (parallel workers overlap)
+        "sft_tasks_run": len(sft_results),
+        "sft_tasks_wall_s_sum": sum(r[2] for r in sft_results),
+        "arm_tasks_run": len(arm_results),
+        "arm_tasks_wall_s_sum": sum(r[2] for r in arm_results),
     }
     runio.write_json(run_dir / "summary.json", summary)
     from .figures import make_figures
@@ -155,6 +156,7 @@ def _summary_entry(row: dict) -> dict:
         "init_step": row["init_step"],
         "train_acc": row["train_acc"],
         "test_acc": row["test_acc"],
+        "test_acc_given_source": row["test_acc_given_source"],
         "wall_time_s": row["wall_time_s"],
         "cpu_time_s": row["cpu_time_s"],
     }

@@ -31,6 +31,8 @@ from .reproduce import write_csv
 
 Log = Callable[[str], None]
 
+POOL_FREE = ("sft", "sft_critical")
+
 
 def _apply(cls, base, overrides: dict, origin: str):
     tree = configlib.wrap(configlib.to_dict(base), origin)
@@ -83,6 +85,8 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
         sdir = sweep_dir / "sft" / sname
         sft_tasks.setdefault(sname, Task("sft", tcfg, str(sdir), f"sft/{sname}"))
         for init, obj, pool in itertools.product(cfg.init_steps, cfg.objectives, cfg.pools):
+            if obj in POOL_FREE and pool != cfg.pools[0]:
+                continue  # sft / sft_critical train on the SFT data: the pool axis would only repeat them
             pcfg = _apply(PostTrainConfig, cfg.posttrain, p_over, f"sweep variant {vname!r}")
             pcfg = replace(
                 pcfg, init=str(sdir / f"ckpt_{init}.pt"), objective=obj, seed=seed,
@@ -104,9 +108,13 @@ def sweep(cfg: SweepConfig, sweep_dir: str | Path, log: Log = print) -> list[dic
     todo = [t for t, _ in points if not runio.is_done(Path(t.run_dir))]
     log(f"[sweep] {len(sft_tasks)} SFT runs, {len(points)} grid points ({len(todo)} to run), {workers} worker(s)")
     t0 = time.perf_counter()
+    by_sft: dict[str, list[Task]] = {t.run_dir: [] for t in sft_tasks}
+    for t, _ in points:
+        if not runio.is_done(Path(t.run_dir)):
+            by_sft[str(Path(t.cfg.init).parent)].append(t)
     with Runner(workers) as runner:
-        runner.run(sft_tasks)
-        runner.run(todo)
+        # each SFT's grid points start as soon as that SFT run is done
+        runner.run_staged(sft_tasks, [by_sft[t.run_dir] for t in sft_tasks])
     rows = aggregate(sweep_dir, points)
     from .figures import sweep_figure
 

@@ -138,7 +138,9 @@ def test_sweep_runs_every_point_and_resumes(tmp_path):
     assert cli.main(args) == 0
     rows = runio.read_jsonl(run / "points.jsonl")
     cfg = configlib.build(SweepConfig, configlib.load_yaml(run / "config.yaml"))
-    n = len(cfg.seeds) * len(cfg.graphs) * len(cfg.n_train) * len(cfg.init_steps) * len(cfg.objectives) * len(cfg.pools) * len(cfg.variants)
+    per_pool = sum(1 if o in ("sft", "sft_critical") else len(cfg.pools) for o in cfg.objectives)  # pool-free objectives once
+    n = len(cfg.seeds) * len(cfg.graphs) * len(cfg.n_train) * len(cfg.init_steps) * per_pool * len(cfg.variants)
+    assert n == 2 * 1 * 1 * 1 * 3 * 1
     assert len(rows) == n and (run / "sweep.csv").exists() and (run / "sweep_test_acc.png").exists()
     # resume: delete one point, re-run: only that one is recomputed, the others are untouched
     victim = run / rows[0]["run_dir"]
