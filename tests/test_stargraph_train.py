@@ -165,3 +165,15 @@ def test_killed_sft_resumes_with_nothing_lost_or_duplicated(sft_run, tmp_path):
 def test_posttrain_requires_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="init"):
         posttrain(PostTrainConfig(runtime=RT), tmp_path / "x", log=lambda s: None)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_sft_and_posttrain_smoke(sft_run, tmp_path):
+    rt = RuntimeConfig(device="cuda", eval_batch_size=512, amp="auto")
+    cfg = replace(tiny_train(steps=20), runtime=rt)
+    rec = train_sft(cfg, tmp_path / "sft", log=lambda s: None)
+    assert rec["step"] == 20 and math.isfinite(rec["train_loss"])
+    for objective in ("per_step_dpo", "awr", "sft"):
+        pt = replace(_pt(sft_run, objective), runtime=rt)
+        out = posttrain(pt, tmp_path / objective, log=lambda s: None)
+        assert math.isfinite(out["train_loss"])
