@@ -30,10 +30,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from shared.advantages import best_of_k, first_pit, step_advantages, steps_to_tokens
+from shared.advantages import first_pit, step_advantages, steps_to_tokens
 from shared.logprobs import token_logprobs
 from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
-from shared.pairs import Pair, PairStats, first_pit_pairs, max_edit_distance_pairs, random_pairs
+from shared.pairs import PairStats, first_pit_pairs, max_edit_distance_pairs, random_pairs
 
 from . import runio
 from .config import PostTrainConfig

@@ -169,3 +169,13 @@ def test_throughput_benchmark_emits_json(tmp_path, capsys):
     assert res["model"]["params"] > 0 and "python train.py" in res["ntf_command"]
     lines = (ntf / "deg_2_path_3_nodes_10_train_200000.txt").read_text().splitlines()
     assert len(lines) == 200 and "/" in lines[0] and "=" in lines[0]
+
+
+def test_stargraph_never_imports_transformers_or_vllm():
+    code = (
+        "import sys, stargraph.cli, stargraph.train, stargraph.posttrain, stargraph.reproduce, stargraph.sweep, stargraph.figures;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('transformers', 'vllm', 'trl', 'mathreason')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
