@@ -253,7 +253,8 @@ def per_step_dpo_loss(
       the steps before the pit; chosen = a correct continuation, rejected = the pit step. Prefix
       tokens may be in or out of the masks: identical prefix terms cancel in ``h``.
 
-    With masks covering whole responses this is exactly :func:`dpo_loss` on sequence log-probs.
+    With masks covering whole responses this is exactly :func:`dpo_loss` on sequence log-probs. A
+    pair whose two masks are both empty scores nothing and gets loss 0 (and no gradient).
 
     Args:
         pi_chosen_BT, ref_chosen_BT, chosen_mask_BT: ``(B, Tc)`` token log-probs and mask, chosen side.
@@ -271,7 +272,7 @@ def per_step_dpo_loss(
         raise ValueError(
             f"per_step_dpo_loss: chosen and rejected batch sizes differ: {pi_chosen_BT.shape[0]} vs {pi_rejected_BT.shape[0]}"
         )
-    return preference_loss(
+    out = preference_loss(
         sequence_logprobs(pi_chosen_BT, chosen_mask_BT),
         sequence_logprobs(pi_rejected_BT, rejected_mask_BT),
         sequence_logprobs(ref_chosen_BT.detach(), chosen_mask_BT),
@@ -281,6 +282,9 @@ def per_step_dpo_loss(
         label_smoothing=label_smoothing,
         lam=lam,
     )
+    # A pair with no scored token on either side expresses no preference: loss 0 (not log 2).
+    empty_B = ~(chosen_mask_BT.bool().any(-1) | rejected_mask_BT.bool().any(-1))
+    return out._replace(loss_B=torch.where(empty_B, torch.zeros_like(out.loss_B), out.loss_B))
 
 
 def advantage_weighted_loss(
