@@ -1,0 +1,638 @@
+"""Typed dataclass configs: sourced values, layered trees, coercion, overrides, ``--help`` from docstrings.
+
+A config is a (possibly nested) dataclass whose fields carry a docstring written right below them::
+
+    @dataclass
+    class SFTConfig:
+        lr: float = 1e-3
+        "Peak learning rate of AdamW."
+
+How a front end uses this module:
+
+1. Read each layer (preset, config file, command line) into a *tree*: nested ``dict``s whose leaves are
+   :class:`Sourced` values, each knowing where it came from (``my.yaml line 3``, ``--sft.lr``,
+   ``override sft.lr=3e-4``). YAML files go through :func:`parse_yaml_sourced` (the front end passes its
+   ``yaml`` module; this module never imports it), ``a.b=value`` items through :func:`overrides_tree`,
+   ``--a.b VALUE`` flags (made by :func:`add_arguments`) through :func:`flags_tree`.
+2. :func:`merge` the layers, later ones winning (preset < config file < overrides).
+3. :func:`build` the dataclass: every value is checked against its annotation (:func:`coerce`), unknown
+   fields are rejected with a close-match hint, ``__post_init__`` errors get the section's origin, and
+   ``validate()`` methods (cross-field rules, reported with :class:`FieldError`/:func:`require`) run once
+   the whole tree is built. Every error is a :class:`ConfigError` naming the source and the field.
+4. :func:`to_dict` gives the resolved config as plain data for dumping.
+
+Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import json
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+__all__ = [
+    "ConfigError",
+    "FieldError",
+    "Sourced",
+    "FLAG_DEST",
+    "add_arguments",
+    "build",
+    "coerce",
+    "default_repr",
+    "field_docs",
+    "field_help",
+    "first_origin",
+    "flags_from_args",
+    "flags_tree",
+    "inherit",
+    "leaf_fields",
+    "load_yaml_file",
+    "merge",
+    "overrides_tree",
+    "parse_override",
+    "parse_value",
+    "parse_yaml_sourced",
+    "require",
+    "set_path",
+    "sourced_tree_from_nodes",
+    "strip",
+    "to_dict",
+    "type_name",
+    "validate",
+    "wrap",
+]
+
+FLAG_DEST = "cfg:"
+"""Prefix of the argparse ``dest`` of the per-field flags made by :func:`add_arguments`."""
+
+
+class ConfigError(ValueError):
+    """A bad config value or file; the message names the source (file and line, flag or override) and the field."""
+
+
+class FieldError(ValueError):
+    """Raised by a config's ``validate()`` (or ``__post_init__``) about one of its fields (a name relative to
+    the section, dotted for a child section's field); :func:`build` adds where the value came from."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+
+
+def require(cond: bool, field_name: str, message: str) -> None:
+    """Raise :class:`FieldError` about ``field_name`` unless ``cond``."""
+    if not cond:
+        raise FieldError(field_name, message)
+
+
+@dataclasses.dataclass
+class Sourced:
+    """A raw config value and where it came from (``file line N``, ``--flag``, ``override a.b=v``)."""
+
+    value: Any
+    origin: str
+
+
+# ====================================================================== trees
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def wrap(tree: Any, origin: str) -> Any:
+    """Plain data -> tree whose leaves are :class:`Sourced` with ``origin`` (existing ``Sourced`` kept)."""
+    if isinstance(tree, Mapping):
+        return {k: wrap(v, origin) for k, v in tree.items()}
+    if isinstance(tree, Sourced):
+        return tree
+    return Sourced(tree, origin)
+
+
+def strip(tree: Any) -> Any:
+    """Tree -> plain data (the :class:`Sourced` wrappers removed)."""
+    if isinstance(tree, Mapping):
+        return {k: strip(v) for k, v in tree.items()}
+    if isinstance(tree, Sourced):
+        return tree.value
+    return tree
+
+
+def first_origin(tree: Any) -> str | None:
+    """Origin of the first leaf of a tree (None when it has none)."""
+    if isinstance(tree, Sourced):
+        return tree.origin
+    if isinstance(tree, Mapping):
+        for v in tree.values():
+            o = first_origin(v)
+            if o:
+                return o
+    return None
+
+
+def set_path(tree: dict, path: list[str], value: Any) -> None:
+    """``tree[path[0]][path[1]]... = value`` in place, creating (or replacing leaves by) dicts on the way."""
+    node = tree
+    for p in path[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def merge(*trees: Mapping) -> dict:
+    """Deep merge of trees, later ones winning (preset < config file < overrides). Returns a new tree and
+    never shares a dict with its inputs, so the result can be edited with :func:`set_path`."""
+    out: dict = {}
+    for tree in trees:
+        for k, v in tree.items():
+            if isinstance(v, Mapping):
+                out[k] = merge(out[k], v) if isinstance(out.get(k), dict) else merge(v)
+            else:
+                out[k] = v
+    return out
+
+
+def inherit(
+    tree: Mapping,
+    key: str,
+    load: Callable[[str, tuple[str, ...]], dict],
+    chain: tuple[str, ...] = (),
+    *,
+    max_depth: int = 16,
+) -> dict:
+    """Resolve a ``key: <parent>`` entry (e.g. ``preset: gsm8k``): the parent's tree, loaded with
+    ``load(name, chain + (name,))``, goes underneath ``tree`` (which wins). ``chain`` holds the names already
+    being loaded; naming one of them again (or a chain longer than ``max_depth``, e.g. a cycle through
+    differently spelled paths) is a :class:`ConfigError`."""
+    tree = dict(tree)
+    parent = tree.pop(key, None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, Sourced) or not isinstance(parent.value, str) or not parent.value.strip():
+        origin = parent.origin if isinstance(parent, Sourced) else first_origin(parent) or "config"
+        raise ConfigError(f"{origin}: field {key!r} must be a preset name")
+    name = parent.value
+    if name in chain:
+        raise ConfigError(f"{parent.origin}: {key} cycle: {' -> '.join((*chain, name))}")
+    if len(chain) >= max_depth:
+        raise ConfigError(f"{parent.origin}: {key} chain too deep (a cycle?): {' -> '.join((*chain, name))}")
+    return merge(load(name, (*chain, name)), tree)
+
+
+# ====================================================================== YAML, duck-typed
+
+
+def _line(source: str, node: Any) -> str:
+    mark = getattr(node, "start_mark", None)
+    return f"{source} line {mark.line + 1}" if mark is not None else source
+
+
+def sourced_tree_from_nodes(node: Any, source: str, construct: Callable[[Any], Any]) -> dict:
+    """Tree of a composed YAML document (PyYAML's ``yaml.compose``), each leaf :class:`Sourced` with
+    ``<source> line N``. Nodes are duck-typed (``id`` is ``mapping``/``scalar``/``sequence``, ``value``,
+    ``start_mark.line``); ``construct(node)`` turns a leaf node into its Python value. A mapping with
+    entries becomes a dict; anything else (scalars, sequences, ``{}``) is a leaf. Keys must be plain
+    scalars and unique."""
+    if node is None:
+        return {}
+    if getattr(node, "id", None) != "mapping":
+        raise ConfigError(f"{_line(source, node)}: the top level must be a mapping of fields")
+    return _tree_from_mapping(node, source, construct)
+
+
+def _tree_from_mapping(node: Any, source: str, construct: Callable[[Any], Any]) -> dict:
+    out: dict[str, Any] = {}
+    for k, v in node.value:
+        if getattr(k, "id", None) != "scalar":
+            raise ConfigError(f"{_line(source, k)}: keys must be plain names")
+        key = str(k.value)
+        if key in out:
+            raise ConfigError(f"{_line(source, k)}: duplicate key {key!r}")
+        if getattr(v, "id", None) == "mapping" and v.value:
+            out[key] = _tree_from_mapping(v, source, construct)
+            continue
+        origin = _line(source, v)
+        try:
+            value = construct(v)
+        except Exception as e:  # e.g. a bad explicit tag (!!int abc)
+            raise ConfigError(f"{origin}: field {key}: cannot read the value ({e})") from e
+        out[key] = Sourced(value, origin)
+    return out
+
+
+def parse_yaml_sourced(text: str, source: str, yaml: Any) -> dict:
+    """Tree of a YAML mapping given as text; ``yaml`` is the PyYAML module (passed in by the front end).
+
+    Errors: invalid YAML, a top level that is not a mapping, non-scalar or duplicate keys, each a
+    :class:`ConfigError` naming ``source`` (and the line)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from e
+
+    def construct(leaf: Any) -> Any:
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_document(leaf)
+        finally:
+            loader.dispose()
+
+    return sourced_tree_from_nodes(node, source, construct)
+
+
+def load_yaml_file(path: str | Path, yaml: Any, source: str | None = None) -> dict:
+    """:func:`parse_yaml_sourced` of a file; origins read ``<path> line N`` (or ``<source> line N``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from e
+    return parse_yaml_sourced(text, source or str(path), yaml)
+
+
+# ====================================================================== overrides and flags
+
+
+def parse_value(raw: str) -> Any:
+    """Default value parser of overrides: JSON if it parses (numbers, true/false/null, lists, objects,
+    quoted strings), else the raw string. Front ends with PyYAML pass ``yaml.safe_load`` instead."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_override(
+    item: str, value_parser: Callable[[str], Any] = parse_value, *, label: str = "override", origin: str | None = None
+) -> tuple[list[str], Sourced]:
+    """``"a.b=value"`` -> (``["a", "b"]``, :class:`Sourced` value). An empty value is ``""``.
+
+    ``label`` names the kind of item in errors and in the default origin (``override a.b=value``;
+    ``--set`` for stargraph's ``--set a.b=value``); ``origin`` replaces that default origin."""
+    if "=" not in item:
+        raise ConfigError(f"{label} {item!r}: expected section.field=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"{label} {item!r}: bad field name {key!r}")
+    value: Any = ""
+    if raw.strip():
+        try:
+            value = value_parser(raw)
+        except Exception as e:  # a parser's own error type (yaml.YAMLError is no ValueError)
+            raise ConfigError(f"{label} {item!r}: cannot parse the value ({e})") from e
+    return parts, Sourced(value, origin or f"{label} {key}={raw}")
+
+
+def overrides_tree(
+    items: Iterable[str], value_parser: Callable[[str], Any] = parse_value, *, label: str = "override"
+) -> dict:
+    """Tree of ``a.b=value`` items (later items win)."""
+    tree: dict = {}
+    for item in items:
+        path, val = parse_override(item, value_parser, label=label)
+        set_path(tree, path, val)
+    return tree
+
+
+def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = parse_value) -> dict:
+    """Tree of ``{"a.b": raw}`` per-field flags (see :func:`flags_from_args`); origins read ``--a.b``."""
+    tree: dict = {}
+    for name, raw in flags.items():
+        value: Any = raw
+        if isinstance(raw, str):
+            value = ""
+            if raw.strip():
+                try:
+                    value = value_parser(raw)
+                except Exception as e:
+                    raise ConfigError(f"--{name} {raw!r}: cannot parse the value ({e})") from e
+        set_path(tree, name.split("."), Sourced(value, f"--{name}"))
+    return tree
+
+
+def flags_from_args(ns: argparse.Namespace) -> dict[str, str]:
+    """``{"a.b": raw}`` of the :func:`add_arguments` flags that were given on the command line."""
+    return {k[len(FLAG_DEST):]: v for k, v in vars(ns).items() if k.startswith(FLAG_DEST) and v is not None}
+
+
+# ====================================================================== coercion
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def type_name(tp: Any) -> str:
+    """Short, YAML-flavoured name of an annotation: ``int``, ``str or null``, ``list[str]``, ``'a'|'b'``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "|".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin in (list, tuple, dict) and args:
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _at(origin: str, name: str) -> str:
+    return f"{origin}: field {name}" if name else origin
+
+
+def coerce(value: Any, annotation: Any, where: str = "value") -> Any:
+    """Check ``value`` against ``annotation`` and convert it; a :class:`ConfigError` starts with ``where``.
+
+    Supported: ``Any``/``object``; ``X | None`` and other unions (first member that accepts the value);
+    ``Literal[...]`` (type and value must match); ``list[X]``; ``tuple[X, ...]`` and ``tuple[A, B]``;
+    ``dict[K, V]`` (keys become strings); ``bool`` (true/false only); ``int`` (also a float with an integral
+    value); ``float`` (also an int, and a numeric string: YAML 1.1 reads ``1e-5`` as a string); ``str``;
+    nested dataclasses (from a mapping, see :func:`build`); any other class by ``isinstance``.
+    """
+    return _coerce(value, annotation, where, "")
+
+
+def _coerce(value: Any, tp: Any, origin: str, name: str) -> Any:
+    where = _at(origin, name)
+    torigin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return value
+    if torigin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        last: ConfigError | None = None
+        for a in members:
+            try:
+                return _coerce(value, a, origin, name)
+            except ConfigError as e:
+                last = e
+        if len(members) == 1 and last is not None and not _is_scalar(members[0]):
+            raise last  # `list[int] | None`: the element-level error is the useful one
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
+    if torigin is Literal:
+        if any(type(value) is type(a) and value == a for a in args):
+            return value
+        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+    if torigin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if torigin is tuple or tp is tuple:
+            if args and not (len(args) == 2 and args[1] is Ellipsis):
+                if len(value) != len(args):
+                    raise ConfigError(f"{where}: expected a list of {len(args)} items, got {value!r}")
+                return tuple(_coerce(v, a, origin, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            inner = args[0] if args else Any
+            return tuple(_coerce(v, inner, origin, f"{name}[{i}]") for i, v in enumerate(value))
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, origin, f"{name}[{i}]") for i, v in enumerate(value)]
+    if torigin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, origin, _join(name, str(k))) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return build(tp, wrap(value, origin), prefix=name)
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+
+
+def _is_scalar(tp: Any) -> bool:
+    return tp in (bool, int, float, str) or typing.get_origin(tp) is Literal
+
+
+# ====================================================================== building
+
+
+def build(cls: type, tree: Mapping | None = None, *, prefix: str = "", origins: dict[str, str] | None = None) -> Any:
+    """Instantiate dataclass ``cls`` from a tree (leaves :class:`Sourced`; plain values count as from
+    ``config``); defaults fill the gaps. Then run :func:`validate`.
+
+    Errors (:class:`ConfigError`) name the origin and the dotted field: an unknown field (with a
+    "did you mean" hint), an ill-typed value, a missing required field, an error raised by a
+    ``__post_init__`` (a :class:`FieldError` names its field's origin) or by a ``validate()``.
+    A dataclass-typed field given as null or ``{}`` keeps its default.
+
+    Args:
+        prefix: dotted name of ``cls``'s section in a larger config (used in messages).
+        origins: filled with ``{dotted field: origin}`` of every value that was given.
+    """
+    origins = {} if origins is None else origins
+    obj = _build(cls, wrap(tree or {}, "config"), prefix, origins)
+    validate(obj, origins, prefix)
+    return obj
+
+
+def _build(cls: type, tree: Mapping, prefix: str, origins: dict[str, str]) -> Any:
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"build() needs a dataclass type, got {cls!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, val in tree.items():
+        dotted = _join(prefix, str(key))
+        if key not in fields:
+            origin = first_origin(val) or "config"
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {_join(prefix, close[0])!r}?" if close else f"; known: {', '.join(sorted(fields))}"
+            raise ConfigError(f"{origin}: unknown field {dotted!r}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            if isinstance(val, Sourced):
+                v = val.value
+                if v is None or (isinstance(v, Mapping) and not v):
+                    continue  # `section:` with nothing under it: the defaults
+                if isinstance(v, tp):
+                    kwargs[key] = v
+                    origins[dotted] = val.origin
+                elif isinstance(v, Mapping):
+                    kwargs[key] = _build(tp, wrap(v, val.origin), dotted, origins)
+                else:
+                    raise ConfigError(f"{val.origin}: field {dotted}: expected a mapping of {tp.__name__} fields, got {v!r}")
+            else:
+                kwargs[key] = _build(tp, val, dotted, origins)
+        elif isinstance(val, Mapping):  # a dict-typed field written as a nested mapping
+            origin = first_origin(val) or "config"
+            kwargs[key] = _coerce(strip(val), tp, origin, dotted)
+            origins[dotted] = origin
+        else:
+            kwargs[key] = _coerce(val.value, tp, val.origin, dotted)
+            origins[dotted] = val.origin
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = first_origin(tree) or "config"
+        raise ConfigError(f"{where}: field {_join(prefix, missing[0])}: required (it has no default)")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except FieldError as e:
+        raise ConfigError(_field_error(e, prefix, origins)) from None
+    except (TypeError, ValueError) as e:
+        where = first_origin(tree) or "defaults"
+        raise ConfigError(f"{where}: invalid {cls.__name__} (section {prefix or 'top level'}): {e}") from e
+
+
+def _field_error(e: FieldError, prefix: str, origins: Mapping[str, str]) -> str:
+    name = _join(prefix, e.field_name)
+    return f"{origins.get(name, 'default value')}: field {name}: {e}"
+
+
+def validate(cfg: Any, origins: Mapping[str, str] | None = None, prefix: str = "") -> None:
+    """Run the ``validate()`` method of every section of ``cfg`` that has one (children first, so rules may
+    rely on valid children). A :class:`FieldError` becomes a :class:`ConfigError` naming the field and the
+    origin of its value (from ``origins``, as filled by :func:`build`; else ``default value``)."""
+    origins = origins or {}
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        sub = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(hints.get(f.name)) and dataclasses.is_dataclass(sub) and not isinstance(sub, type):
+            validate(sub, origins, _join(prefix, f.name))
+    check = getattr(cfg, "validate", None)
+    if not callable(check):
+        return
+    try:
+        check()
+    except ConfigError:
+        raise
+    except FieldError as e:
+        raise ConfigError(_field_error(e, prefix, origins)) from None
+    except (TypeError, ValueError) as e:
+        where = next((o for k, o in origins.items() if not prefix or k.startswith(prefix + ".")), "defaults")
+        raise ConfigError(f"{where}: invalid {type(cfg).__name__} (section {prefix or 'top level'}): {e}") from e
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain nested data of a config (for YAML/JSON and hashing): dataclasses -> dicts, tuples -> lists."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+# ====================================================================== documentation and argparse
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of a dataclass: the string literal written right below each field, read from
+    the class source with :mod:`ast` (base classes' fields included; whitespace collapsed)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue  # no source (built in a REPL or by make_dataclass)
+        node = tree.body[0] if tree.body else None
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for a, b in zip(node.body, node.body[1:]):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
+                docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
+
+
+def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, str]]:
+    """``(dotted name, annotation, field, docstring)`` of every settable leaf field, in declaration order
+    (nested dataclass sections are walked; ``prefix`` is prepended as ``prefix.name``)."""
+    out = []
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        name = _join(prefix, f.name)
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            out.extend(leaf_fields(tp, name))
+        else:
+            out.append((name, tp, f, docs.get(f.name, "")))
+    return out
+
+
+def default_repr(f: dataclasses.Field) -> str:
+    """A field's default as shown in ``--help`` (``null`` for None, ``required`` when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return "null" if f.default is None else repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return repr(f.default_factory())
+    return "required"
+
+
+def field_help(tp: Any, f: dataclasses.Field, doc: str) -> str:
+    """``"<docstring> [<type>; default <default>]"``, escaped for argparse (``%`` doubled)."""
+    return f"{doc} [{type_name(tp)}; default {default_repr(f)}]".strip().replace("%", "%%")
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", *, title: str | None = None
+) -> argparse._ArgumentGroup:
+    """One ``--a.b V`` flag per leaf field of ``cls`` (its help is :func:`field_help`), in an argument group.
+
+    The raw strings are collected by :func:`flags_from_args` and parsed/type-checked when the config is
+    built, so a bad value is reported like any other config error. ``prefix`` puts the fields under a
+    section (``--train.sft.lr`` with ``prefix="train"``)."""
+    group = parser.add_argument_group(title or f"{cls.__name__} fields")
+    for name, tp, f, doc in leaf_fields(cls, prefix):
+        group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=field_help(tp, f, doc))
+    return group
