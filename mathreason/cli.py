@@ -26,17 +26,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mathreason.config import (
-    STAGES as STAGE_NAMES,
-    Config,
-    ConfigError,
-    available_presets,
-    default_repr,
-    dump_yaml,
-    leaf_fields,
-    load_config,
-    type_name,
-)
+from mathreason.config import STAGES as STAGE_NAMES
+from mathreason.config import Config, ConfigError, available_presets, dump_yaml, load_config
+from shared import configlib
 
 __all__ = ["main"]
 
@@ -52,10 +44,7 @@ STAGE_HELP = {
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML config file or preset name (%s)" % ", ".join(available_presets()))
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides (values parsed as YAML)")
-    group = p.add_argument_group("config fields (each also settable as section.field=value)")
-    for name, tp, f, doc in leaf_fields(Config):
-        help_ = f"{doc} [{type_name(tp)}; default {default_repr(f)}]".replace("%", "%%")
-        group.add_argument(f"--{name}", dest=f"cfg:{name}", metavar="V", default=None, help=help_)
+    configlib.add_arguments(p, Config, title="config fields (each also settable as section.field=value)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    return load_config(args.config, list(args.overrides or []), flags=flags)
+    return load_config(args.config, list(args.overrides or []), flags=configlib.flags_from_args(args))
 
 
 def _errors() -> tuple[type[BaseException], ...]:

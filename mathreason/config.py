@@ -12,20 +12,16 @@ line (or the override) and the field.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
-import functools
-import inspect
-import textwrap
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
+
+from shared import configlib
+from shared.configlib import ConfigError, field_docs, to_dict
 
 __all__ = [
     "BackendConfig",
@@ -56,21 +52,10 @@ TINY_MODEL = "tiny-random-llama"
 """``model.name_or_path`` value that builds a random small Llama and an offline tokenizer in the run folder."""
 
 
-class ConfigError(ValueError):
-    """A bad config value or file; the message names the source (file and line, or override) and the field."""
-
-
-class _FieldError(ValueError):
-    """Raised by ``validate`` methods: the builder adds where the offending value came from."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field_name = field_name
-
-
-def _require(cond: bool, field_name: str, message: str) -> None:
-    if not cond:
-        raise _FieldError(field_name, message)
+# ``ConfigError`` (a ValueError naming the source, line and field) comes from shared.configlib. The
+# sections' ``validate`` methods report a bad field with ``_require``; the builder adds its origin.
+_FieldError = configlib.FieldError
+_require = configlib.require
 
 
 # ====================================================================== config sections
@@ -453,78 +438,7 @@ class Config:
         )
 
 
-# ====================================================================== the config library
-
-
-@functools.lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` from the string literal written right below each field of a dataclass."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        node = tree.body[0]
-        if not isinstance(node, ast.ClassDef):
-            continue
-        for a, b in zip(node.body, node.body[1:]):
-            if (
-                isinstance(a, ast.AnnAssign)
-                and isinstance(a.target, ast.Name)
-                and isinstance(b, ast.Expr)
-                and isinstance(b.value, ast.Constant)
-                and isinstance(b.value.value, str)
-            ):
-                docs[a.target.id] = " ".join(b.value.value.split())
-    return docs
-
-
-@dataclass
-class _Src:
-    """A raw value and where it came from."""
-
-    value: Any
-    origin: str
-
-
-def _tree_from_node(node: yaml.Node, fname: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for k, v in node.value:
-            if not isinstance(k, yaml.ScalarNode):
-                raise ConfigError(f"{fname} line {k.start_mark.line + 1}: keys must be plain names")
-            key = str(k.value)
-            if key in out:
-                raise ConfigError(f"{fname} line {k.start_mark.line + 1}: duplicate key {key!r}")
-            if isinstance(v, yaml.MappingNode) and v.value:
-                out[key] = _tree_from_node(v, fname)
-            else:
-                out[key] = _Src(_construct(v), f"{fname} line {v.start_mark.line + 1}")
-        return out
-    return _Src(_construct(node), f"{fname} line {node.start_mark.line + 1}")
-
-
-def _construct(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _read_yaml_tree(text: str, fname: str) -> dict:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{fname}: invalid YAML: {e}") from e
-    if node is None:
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{fname} line {node.start_mark.line + 1}: the top level must be a mapping of fields")
-    return _tree_from_node(node, fname)
+# ====================================================================== loading (the machinery is shared.configlib)
 
 
 def available_presets() -> list[str]:
@@ -539,217 +453,28 @@ def _preset_text(name: str) -> str:
     return path.read_text()
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _layer_from_source(source: str, depth: int = 0) -> dict:
+def _layer_from_source(source: str, chain: tuple[str, ...] = ()) -> dict:
     """Raw tree of a preset name or config file, with its ``preset:`` chain resolved underneath."""
-    if depth > 8:
-        raise ConfigError(f"{source}: preset chain too deep (a cycle?)")
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"{source}: cannot read config file ({e.strerror or e})") from e
-        fname = str(path)
+        tree = configlib.load_yaml_file(path, yaml)
     else:
-        text = _preset_text(source)
-        fname = f"preset {source}"
-    tree = _read_yaml_tree(text, fname)
-    parent = tree.pop("preset", None)
-    if parent is None:
-        return tree
-    if isinstance(parent, dict) or not isinstance(parent.value, str):
-        origin = parent.origin if isinstance(parent, _Src) else fname
-        raise ConfigError(f"{origin}: field 'preset' must be a preset name")
-    return _merge(_layer_from_source(parent.value, depth + 1), tree)
+        tree = configlib.parse_yaml_sourced(_preset_text(source), f"preset {source}", yaml)
+    return configlib.inherit(tree, "preset", _layer_from_source, chain or (source,))
 
 
-def parse_override(item: str, origin: str | None = None) -> tuple[list[str], _Src]:
+def parse_override(item: str, origin: str | None = None) -> tuple[list[str], configlib.Sourced]:
     """``a.b=value`` -> (``["a", "b"]``, value parsed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected section.field=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {item!r}: bad field name {key!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: cannot parse the value as YAML ({e})") from e
-    return key.split("."), _Src(value, origin or f"override {key}={raw}")
-
-
-def _set_path(tree: dict, path: list[str], value: _Src) -> None:
-    node = tree
-    for p in path[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[path[-1]] = value
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "|".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(e)
-        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-        raise ConfigError(f"{where}: expected {names}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-    if origin in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
-
-
-def _first_origin(tree: Any) -> str | None:
-    if isinstance(tree, _Src):
-        return tree.origin
-    if isinstance(tree, dict):
-        for v in tree.values():
-            o = _first_origin(v)
-            if o:
-                return o
-    return None
-
-
-def _build(cls: type, raw: dict, prefix: str, origins: dict[str, str]) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs: dict[str, Any] = {}
-    for key, val in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            origin = _first_origin(val) or "config"
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(sorted(fields))}"
-            raise ConfigError(f"{origin}: unknown field {dotted!r}{hint}")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if isinstance(val, _Src):
-                if val.value is None or val.value == {}:
-                    continue
-                raise ConfigError(f"{val.origin}: field {dotted}: expected a mapping of {tp.__name__} fields, got {val.value!r}")
-            kwargs[key] = _build(tp, val, dotted + ".", origins)
-        elif isinstance(val, dict):
-            kwargs[key] = _coerce(_strip(val), tp, f"{_first_origin(val)}: field {dotted}")
-            origins[dotted] = _first_origin(val) or "config"
-        else:
-            kwargs[key] = _coerce(val.value, tp, f"{val.origin}: field {dotted}")
-            origins[dotted] = val.origin
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{_first_origin(raw) or 'config'}: section {prefix.rstrip('.') or 'top level'}: {e}") from e
-
-
-def _strip(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _strip(v) for k, v in tree.items()}
-    if isinstance(tree, _Src):
-        return tree.value
-    return tree
-
-
-def _validate(obj: Any, prefix: str, origins: dict[str, str]) -> None:
-    """Run every section's ``validate`` (children first); errors name the value's origin and field."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        if dataclasses.is_dataclass(hints[f.name]):
-            _validate(getattr(obj, f.name), f"{prefix}{f.name}.", origins)
-    check = getattr(obj, "validate", None)
-    if check is None:
-        return
-    try:
-        check()
-    except _FieldError as e:
-        # A nested validate may report a field of a child section; find the longest known dotted name.
-        name = e.field_name if "." in e.field_name else f"{prefix}{e.field_name}"
-        if name not in origins and f"{prefix}{e.field_name}" in origins:
-            name = f"{prefix}{e.field_name}"
-        origin = origins.get(name, "default value")
-        raise ConfigError(f"{origin}: field {name}: {e}") from None
+    return configlib.parse_override(item, yaml.safe_load, origin=origin)
 
 
 def build_config(tree: dict | None = None, overrides: list[str] | None = None) -> Config:
     """A :class:`Config` from a raw tree (plain dict accepted) and ``a.b=value`` overrides, validated."""
-    raw: dict = _wrap(tree or {}, "config")
-    for item in overrides or []:
-        path, val = parse_override(item)
-        _set_path(raw, path, val)
-    origins: dict[str, str] = {}
-    cfg = _build(Config, raw, "", origins)
-    _validate(cfg, "", origins)
-    return cfg
+    return configlib.build(Config, configlib.merge(configlib.wrap(tree or {}, "config"), _overrides(overrides)))
 
 
-def _wrap(tree: Any, origin: str) -> Any:
-    if isinstance(tree, dict):
-        return {k: _wrap(v, origin) for k, v in tree.items()}
-    if isinstance(tree, _Src):
-        return tree
-    return _Src(tree, origin)
+def _overrides(items: list[str] | None) -> dict:
+    return configlib.overrides_tree(items or [], yaml.safe_load)
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None, *, flags: dict | None = None) -> Config:
@@ -762,27 +487,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         flags: ``{"section.field": raw_string}`` from ``--section.field`` command-line flags (applied last).
     """
     tree = _layer_from_source(str(source)) if source is not None else {}
-    for item in overrides or []:
-        path, val = parse_override(item)
-        _set_path(tree, path, val)
-    for key, raw in (flags or {}).items():
-        path, val = parse_override(f"{key}={raw}", origin=f"--{key}")
-        _set_path(tree, path, val)
-    origins: dict[str, str] = {}
-    cfg = _build(Config, tree, "", origins)
-    _validate(cfg, "", origins)
-    return cfg
-
-
-def to_dict(cfg: Any) -> Any:
-    """A plain nested dict (for YAML/JSON and hashing)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    return cfg
+    tree = configlib.merge(tree, _overrides(overrides), configlib.flags_tree(flags or {}, yaml.safe_load))
+    return configlib.build(Config, tree)
 
 
 def dump_yaml(cfg: Any) -> str:
@@ -791,25 +497,8 @@ def dump_yaml(cfg: Any) -> str:
 
 def leaf_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, str]]:
     """``(dotted name, annotation, field, docstring)`` of every leaf field, in declaration order."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.extend(leaf_fields(tp, f"{prefix}{f.name}."))
-        else:
-            out.append((f"{prefix}{f.name}", tp, f, docs.get(f.name, "")))
-    return out
+    return configlib.leaf_fields(cls, prefix.rstrip("."))
 
 
-def default_repr(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return "null" if f.default is None else repr(f.default)
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return repr(f.default_factory())  # type: ignore[misc]
-    return "required"
-
-
-def type_name(tp: Any) -> str:
-    return _type_name(tp)
+default_repr = configlib.default_repr
+type_name = configlib.type_name
