@@ -21,12 +21,12 @@ import logging
 import os
 import pathlib
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
 from mathreason.grading import dataset_family, extract_answer, last_boxed
 from mathreason.prompts import PROMPT_TEMPLATES, PromptTemplate, get_prompt_template, register_prompt_template
+from shared.runio import write_jsonl_atomic
 
 __all__ = [
     "DATA_ENV",
@@ -482,19 +482,4 @@ def _guess_family(p: pathlib.Path) -> str | None:
 
 def save_problems_jsonl(problems: Iterable[Problem], path: str | os.PathLike) -> None:
     """Write problems as jsonl (every field), atomically: a crash leaves the old file or the new one."""
-    p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for prob in problems:
-                fh.write(json.dumps(prob.to_dict(), ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_jsonl_atomic(path, (prob.to_dict() for prob in problems))

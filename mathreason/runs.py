@@ -11,13 +11,14 @@ A run folder holds everything one pipeline run produced::
       <stage>/config.yaml    resolved config the stage ran with
       <stage>/...            the stage's outputs
 
-Crash safety. Whole files are written with :func:`atomic_write_text` (temporary file in the same folder,
-``fsync``, ``os.replace``, ``fsync`` of the folder), so a reader sees the old or the new file, never a
-mix. Long loops write rows through :class:`ShardedRows`: the work is cut into a fixed plan of shards
-decided before any work starts; each finished shard is one atomic file; a resumed run skips finished
-shards and redoes unfinished ones from scratch, so a ``kill -9`` loses at most the shard in flight and
-never duplicates a row. Metrics go through :func:`append_jsonl` (one ``write`` plus ``fsync``); a line
-torn by a kill is detected (no trailing newline) and cut off before the next append.
+Crash safety (the file IO is :mod:`shared.runio`). Whole files are written with
+:func:`atomic_write_text` (temporary file in the same folder, ``fsync``, ``os.replace``, ``fsync`` of the
+folder), so a reader sees the old or the new file, never a mix. Long loops write rows through
+:class:`ShardedRows`: the work is cut into a fixed plan of shards decided before any work starts; each
+finished shard is one atomic file; a resumed run skips finished shards and redoes unfinished ones from
+scratch, so a ``kill -9`` loses at most the shard in flight and never duplicates a row. Metrics go
+through :func:`append_jsonl` (one ``write`` plus ``fsync``); a line torn by a kill is detected (no
+trailing newline) and cut off before the next append.
 
 Only the main process (``RANK`` 0 under ``accelerate launch``) writes records and metrics.
 """
@@ -28,12 +29,23 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from shared.runio import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    dumps,
+    iter_jsonl,
+    json_default,
+    read_jsonl,
+    write_jsonl_atomic,
+)
 
 __all__ = [
     "RunFolder",
@@ -63,135 +75,7 @@ def is_main_process() -> bool:
 
 
 # ---------------------------------------------------------------- atomic and append-only files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def dumps(obj: Any, **kw: Any) -> str:
-    """Compact, deterministic JSON (sorted keys are not used: row field order is part of the schema)."""
-    return json.dumps(obj, ensure_ascii=False, default=_json_default, **kw)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
-
-
-def write_jsonl_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write all ``rows`` as one jsonl file atomically; returns the number of rows."""
-    lines = [dumps(r) for r in rows]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
-
-
-def _repair_torn_tail(path: Path) -> None:
-    """Cut a final line that has no newline (a write torn by a kill)."""
-    if not path.exists():
-        return
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        # Walk back to the last newline.
-        block = 1 << 16
-        pos = size
-        cut = 0
-        while pos > 0:
-            start = max(0, pos - block)
-            f.seek(start)
-            chunk = f.read(pos - start)
-            i = chunk.rfind(b"\n")
-            if i >= 0:
-                cut = start + i + 1
-                break
-            pos = start
-        f.truncate(cut)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def append_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append ``rows`` to a jsonl file with one ``write`` and an ``fsync``; repairs a torn last line first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
-    if not data:
-        return
-    _repair_torn_tail(path)
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a jsonl file; a torn final line (no trailing newline) is ignored, any other bad line raises
-    ``ValueError`` naming the file and line."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] != "":
-        lines = lines[:-1]  # torn tail
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {i}: not valid JSON ({e.msg})") from e
-    return rows
-
-
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    yield from read_jsonl(path)
+# (shared.runio: atomic_write_bytes/text/json, write_jsonl_atomic, append_jsonl, read_jsonl, iter_jsonl, dumps)
 
 
 # ---------------------------------------------------------------- hashing and fingerprints
@@ -199,7 +83,7 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
 
 def hash_json(obj: Any) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=json_default).encode()).hexdigest()
 
 
 _FILE_HASH_CACHE: dict[tuple[str, int, int], str] = {}
