@@ -37,7 +37,9 @@ Equivalence policy (also in ``docs/grading.md``):
   a vector matrix matches the same tuple, a point ``(1, 2)`` the bare list ``1, 2``, an interval the
   equivalent inequality (``(1,2] == 1 < x \\le 2``), and one ``\\pm`` makes a two-element list.
 * Text answers (``\\text{Monday}``, ``(A)``, ``\\text{(C)}``) compare case-insensitively on letters,
-  digits and ``:``; a text answer never matches a non-text answer.
+  digits and ``:``; a text answer never matches a non-text answer. When the gold is a bare choice
+  letter A-E, a prediction that starts with a choice marker followed by a value
+  (``\\textbf{(C)}\\ 12``, ``(C) 12``) is judged by its letter (a second choice in it never matches).
 * In a response with several boxes the last one counts; when the gold is a list and the response
   ends with a run of adjacent boxes (``\\boxed{-2} and \\boxed{1}``) the run is read as that list.
 """
@@ -518,8 +520,8 @@ def _strip_units(s: str) -> str:
         head = s[: m.start()].rstrip()
         if not head or not re.search(r"[\d}\)\]A-Za-z]$", head) or not re.search(r"[A-Za-z]", m.group(1)):
             break
-        if re.fullmatch(r"\s*(?:and|or)\s*", m.group(1)):
-            break
+        if re.fullmatch(r"\s*(?:and|or)\s*|\s*\(\s*[A-Za-z]\s*\)\s*", m.group(1)):
+            break  # a conjunction, or a choice label such as \textbf{(D)}: not a unit
         s = head
     # bare words after a number: "5 apples", "12.5 square feet", "3 cm^2"
     m = re.fullmatch(r"(.*?[\d}])\s*((?:[A-Za-z]+\.?)(?:\s+[A-Za-z]+\.?)*)(\s*\^\s*\{?[23]\}?)?\s*", s)
@@ -866,6 +868,36 @@ def _text_key(s: str) -> str:
     return re.sub(r"[^a-z0-9:]", "", s.lower())
 
 
+_CHOICE_GOLD_RE = re.compile(r"[A-E]")
+"""A normalised gold that is a bare multiple-choice letter (``\\text{(C)}``, ``(C)``, ``C``, ... all normalise to ``C``)."""
+_CHOICE_HEAD_RE = re.compile(r"\(([A-Z])\)|([A-Z])\)")
+_WRAPPED_LETTER_RE = re.compile(
+    r"\\(?:text|textbf|textrm|textnormal|textsf|textit|mbox|mathrm|mathbf|mathsf)\s*\{\s*\(?\s*([A-Z])\s*\)?\s*\}"
+)
+_OTHER_CHOICE_RE = re.compile(r"\([A-Z]\)|(?<![A-Za-z\\])[A-Z]\)|(?:^|[,;])\(?[A-Z](?![A-Za-z0-9])")
+
+
+def _leading_choice(pred: str, p: _Norm) -> str | None:
+    """The letter of a choice marker that starts a prediction and is followed by a value:
+    ``\\textbf{(C)}\\ 12``, ``\\text{(C) } 12``, ``(C) 12``, ``C) 12``, ``\\textbf{C}~12`` -> ``"C"``.
+
+    ``None`` when there is no such marker, nothing follows it (a bare ``(C)`` is compared as usual),
+    or the rest names another choice (``(C) or (D)``, ``(C), D``): a hedge is never read as one
+    letter. Only consulted when the gold is a bare choice letter."""
+    m = _CHOICE_HEAD_RE.match(p.s)
+    if m:
+        letter, rest = m.group(1) or m.group(2), p.s[m.end() :]
+    else:
+        raw = _strip_outer_math(_UNICODE_RE.sub(lambda u: _UNICODE[u.group()], pred))
+        w = _WRAPPED_LETTER_RE.match(raw)
+        if w is None:
+            return None
+        letter, rest = w.group(1), _normalize(raw[w.end() :]).s
+    if not re.search(r"[A-Za-z0-9]", rest) or _OTHER_CHOICE_RE.search(rest.strip()):
+        return None
+    return letter
+
+
 _ASSIGN_RE = re.compile(
     r"([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
 )
@@ -957,6 +989,11 @@ class _Comparator:
             return False, "empty answer"
         if g.s == p.s:
             return True, "normalized match"
+        if _CHOICE_GOLD_RE.fullmatch(g.s):
+            # a multiple-choice gold against "(C) 12": the letter decides
+            letter = _leading_choice(pred, p)
+            if letter is not None:
+                return (True, "choice match") if letter == g.s else (False, "choice mismatch")
         # x = 3 vs 3; x \in [0,1] vs [0,1]
         ga, pa = _ASSIGN_RE.fullmatch(g.s), _ASSIGN_RE.fullmatch(p.s)
         if pa and not ga and "=" not in g.s and "\\in" not in g.s:

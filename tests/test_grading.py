@@ -158,6 +158,13 @@ EQUIVALENT = [
     ("math", r"\text{VW}", "VW"),
     ("math", r"\text{A,D}", "D, A"),
     ("math", r"\text{1:03 PM}", "1:03 p.m."),
+    ("math", r"\text{(C)}", r"\boxed{\textbf{(C)}\ 12}"),  # a choice boxed with its value: the letter decides
+    ("math", r"\text{(C)}", r"\boxed{\textbf{(C) }12}"),
+    ("math", r"\text{(C)}", r"\boxed{\text{(C) } 12}"),
+    ("math", r"\text{(C)}", r"\boxed{(C)}"),
+    ("math", r"\text{(C)}", r"\boxed{\text{C}}"),
+    ("math", r"\text{(C)}", r"\boxed{\mathrm{(C)}}"),
+    ("math", "(C)", "C"),
     # whole responses, several boxes
     ("math", "6", r"First try: \boxed{5}. That was wrong, so the answer is \boxed{6}."),
     ("math", "-2, 1", r"so the answers are $\boxed{-2}$ and $\boxed{1}$."),
@@ -204,6 +211,16 @@ NOT_EQUIVALENT = [
     ("math", r"\text{Monday}", "Tuesday"),
     ("math", r"\text{(A)}", "B"),
     ("math", r"\text{even}", "odd"),
+    ("math", r"\text{(C)}", r"\boxed{\textbf{(D)}\ 12}"),
+    ("math", r"\text{(C)}", r"\boxed{\textbf{(D) }12}"),
+    ("math", r"\text{(C)}", r"\boxed{\text{(D) } 12}"),
+    ("math", r"\text{(C)}", r"\boxed{(C)\ 12 \text{ or } (D)\ 15}"),  # a hedge is not one letter
+    ("math", r"\text{(C)}", r"\boxed{\text{(C) or (D)}}"),
+    ("math", r"\text{(C)}", r"\boxed{(C), D}"),
+    ("math", r"\text{(C)}", r"\boxed{\textbf{(C)}\textbf{(D)}}"),  # a trailing \textbf{(D)} is no unit
+    ("math", "15", r"\boxed{(C)\ 12}"),
+    ("math", "15", r"\boxed{C = 12}"),
+    ("math", "3", r"\boxed{c}"),
     ("math", "x=3", "y=3"),
     ("math", "(1,2]", r"1 \le x < 2"),
     ("math", "1, 2", "(1, 2)"),
@@ -239,6 +256,27 @@ def test_equivalent(dataset, gold, response):
 def test_not_equivalent(dataset, gold, response):
     v = grade(response, gold, dataset)
     assert not v.correct, v
+
+
+@pytest.mark.parametrize("gold", [r"\text{(C)}", r"\textbf{(C)}", "(C)", "C", r"\mathrm{(C)}", r"(\text{C})", r"\text{C}"])
+@pytest.mark.parametrize(
+    "response",
+    [
+        r"\boxed{\textbf{(C)}\ 12}",
+        r"\boxed{\textbf{(C) }12}",
+        r"\boxed{\text{(C) } 12}",
+        r"\boxed{(C)~12}",
+        r"\boxed{C)\ 12}",
+        r"\boxed{\textbf{C}~12}",
+        r"\boxed{\mathrm{(C)}\ \frac{1}{2}}",
+        r"The answer is $\textbf{(C)}\ 12$.",
+    ],
+)
+def test_choice_followed_by_a_value_is_judged_by_its_letter(gold, response):
+    v = grade(response, gold, "math")
+    assert v.correct and v.reason == "choice match", v
+    other = grade(response.replace("C", "D"), gold, "math")
+    assert not other.correct and other.reason == "choice mismatch", other
 
 
 def test_verdict_fields_and_reasons():
