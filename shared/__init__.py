@@ -1,4 +1,6 @@
-"""stepcredit's shared core: pure functions on tensors used by both front ends.
+"""stepcredit's shared core, used by both front ends.
+
+Pure functions on tensors:
 
 - :mod:`shared.logprobs`: token, sequence and per-step log-probabilities.
 - :mod:`shared.losses`: SFT, DPO, IPO, DPO-Positive, per-step DPO, advantage-weighted regression.
@@ -6,39 +8,47 @@
 - :mod:`shared.pairs`: preference-pair builders (random, max edit distance, first pit).
 - :mod:`shared.efficiency`: power-law fits and the data-efficiency ratio.
 
-Imports only torch and numpy.
+Run plumbing both front ends need (standard library only):
+
+- :mod:`shared.configlib`: typed dataclass configs from sourced trees, overrides, ``--help`` text.
+- :mod:`shared.runio`: atomic writes and append-only JSONL that survive a kill.
+
+The core imports only torch, numpy and the standard library. Submodules load lazily on first use, so
+``from shared.configlib import ...`` does not pay for importing torch.
 """
 
-from shared import advantages, efficiency, logprobs, losses, pairs
-from shared.advantages import (
-    best_of_k,
-    best_of_k_from_rollouts,
-    exact_q_values,
-    first_pit,
-    mc_q_values,
-    step_advantages,
-    steps_through_mask,
-    steps_to_tokens,
-)
-from shared.efficiency import data_efficiency, equivalent_size, fit_power_law, predict_error
-from shared.logprobs import sequence_logprobs, step_logprobs, step_mask_from_ids, token_logprobs
-from shared.losses import (
-    advantage_weighted_loss,
-    dpo_loss,
-    dpop_loss,
-    ipo_loss,
-    per_step_dpo_loss,
-    preference_loss,
-    sft_loss,
-)
-from shared.pairs import Pair, edit_distance, first_pit_pairs, max_edit_distance_pairs, random_pairs
+from __future__ import annotations
 
-__all__ = [
-    "advantages", "efficiency", "logprobs", "losses", "pairs",
-    "token_logprobs", "sequence_logprobs", "step_logprobs", "step_mask_from_ids",
-    "sft_loss", "dpo_loss", "ipo_loss", "dpop_loss", "preference_loss", "per_step_dpo_loss", "advantage_weighted_loss",
-    "mc_q_values", "best_of_k", "best_of_k_from_rollouts", "exact_q_values", "step_advantages", "first_pit",
-    "steps_to_tokens", "steps_through_mask",
-    "Pair", "random_pairs", "max_edit_distance_pairs", "first_pit_pairs", "edit_distance",
-    "fit_power_law", "predict_error", "equivalent_size", "data_efficiency",
-]
+import importlib
+from typing import Any
+
+_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "pairs", "runio")
+
+_EXPORTS = {
+    "logprobs": ("token_logprobs", "sequence_logprobs", "step_logprobs", "step_mask_from_ids"),
+    "losses": (
+        "sft_loss", "dpo_loss", "ipo_loss", "dpop_loss", "preference_loss", "per_step_dpo_loss",
+        "advantage_weighted_loss",
+    ),
+    "advantages": (
+        "mc_q_values", "best_of_k", "best_of_k_from_rollouts", "exact_q_values", "step_advantages",
+        "first_pit", "steps_to_tokens", "steps_through_mask",
+    ),
+    "pairs": ("Pair", "random_pairs", "max_edit_distance_pairs", "first_pit_pairs", "edit_distance"),
+    "efficiency": ("fit_power_law", "predict_error", "equivalent_size", "data_efficiency"),
+}
+_OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_SUBMODULES) + [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"shared.{name}")
+    if name in _OWNER:
+        return getattr(importlib.import_module(f"shared.{_OWNER[name]}"), name)
+    raise AttributeError(f"module 'shared' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
