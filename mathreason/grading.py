@@ -40,6 +40,9 @@ Equivalence policy (also in ``docs/grading.md``):
   digits and ``:``; a text answer never matches a non-text answer. When the gold is a bare choice
   letter A-E, a prediction that starts with a choice marker followed by a value
   (``\\textbf{(C)}\\ 12``, ``(C) 12``) is judged by its letter (a second choice in it never matches).
+* A standalone ``i`` is the imaginary unit (``i^2 == -1``, ``e^{i\\pi} == -1``) unless either answer
+  uses ``i`` as an index (``a_i``, ``\\sum_{i=1}``, ``i \\le n``); math-verify itself reads ``i`` as a
+  plain symbol, so the symbolic leaf compares again with ``i`` replaced by sympy's ``I``.
 * In a response with several boxes the last one counts; when the gold is a list and the response
   ends with a run of adjacent boxes (``\\boxed{-2} and \\boxed{1}``) the run is read as that list.
 """
@@ -1163,7 +1166,7 @@ def _setup_math_verify() -> None:
 
 def _mv_equal(gold: str, pred: str) -> bool:
     """math-verify equivalence of two canonical answers (LaTeX extraction only: no ``parse_expr``)."""
-    from math_verify import parse, verify
+    from math_verify import parse
 
     if _MV_CONFIG is None:
         _setup_math_verify()
@@ -1171,9 +1174,58 @@ def _mv_equal(gold: str, pred: str) -> bool:
     p = parse(f"${pred}$", extraction_config=_MV_CONFIG, parsing_timeout=None)
     if not g or not p:
         return False
+    if _mv_verify(g, p):
+        return True
+    if _imaginary_unit_applies(gold, pred):
+        # math-verify reads i as a plain (non-real) symbol, so i^2 != -1: read it as sympy's I
+        try:
+            (g_unit, g_changed), (p_unit, p_changed) = _with_imaginary_unit(g), _with_imaginary_unit(p)
+        except Exception:  # e.g. x > i or [0, i]: no longer a valid relation or interval
+            return False
+        if g_changed or p_changed:
+            return _mv_verify(g_unit, p_unit)
+    return False
+
+
+def _mv_verify(g: list, p: list) -> bool:
+    from math_verify import verify
+
     if _numerically_different(g[0], p[0]):
         return False
     return bool(verify(g, p, timeout_seconds=None, allow_set_relation_comp=True))
+
+
+_STANDALONE_I_RE = re.compile(r"(?<![A-Za-z\\])i(?![A-Za-z])")
+_RELATION = r"(?:=|<|>|\\le(?![A-Za-z])|\\ge(?![A-Za-z])|\\ne(?![A-Za-z])|\\in(?![A-Za-z])|\\to(?![A-Za-z]))"
+_INDEX_I_RE = re.compile(
+    r"_\s*(?:i(?![A-Za-z])|\{[^{}]*(?<![A-Za-z\\])i(?![A-Za-z])[^{}]*\})"  # a_i, x_{i+1}, \sum_{i=1}
+    r"|(?<![A-Za-z\\])i\s*" + _RELATION  # i = 1, i \le n, i \in S
+)
+
+
+def _imaginary_unit_applies(gold: str, pred: str) -> bool:
+    """Whether a standalone ``i`` may be read as the imaginary unit: it occurs (``3+4i``, ``i^{2}``,
+    ``e^{i\\pi}``) and neither answer uses ``i`` as an index (a subscript ``a_i``, the bound variable
+    of ``\\sum_{i=1}``, or the subject of a relation ``i = 1``, ``i \\le n``)."""
+    if not (_STANDALONE_I_RE.search(gold) or _STANDALONE_I_RE.search(pred)):
+        return False
+    return not (_INDEX_I_RE.search(gold) or _INDEX_I_RE.search(pred))
+
+
+def _with_imaginary_unit(parsed: list) -> tuple[list, bool]:
+    """math-verify's parse result with every free symbol named ``i`` replaced by ``sympy.I``, and
+    whether anything was replaced. Strings in the list are kept as they are."""
+    import sympy
+
+    out, changed = [], False
+    for item in parsed:
+        if isinstance(item, (sympy.Basic, sympy.MatrixBase)):
+            subs = {s: sympy.I for s in item.free_symbols if isinstance(s, sympy.Symbol) and s.name == "i"}
+            if subs:
+                item = item.xreplace(subs)
+                changed = True
+        out.append(item)
+    return out, changed
 
 
 _PROBE_POINTS = ((0.7316, 1.2913, 0.4177, 1.8591, 0.9533), (1.4142, 0.5219, 1.1731, 0.6662, 1.6074))

@@ -97,6 +97,26 @@ EQUIVALENT = [
     ("math", r"x^2+2x+1", "(x+1)^2"),
     ("math", "12x -34", "-34 + 12x"),
     ("math", "-11 + 27i", "27i - 11"),
+    # complex numbers: a standalone i is the imaginary unit
+    ("math", "-1", r"\boxed{i^2}"),
+    ("math", "-1", r"\boxed{e^{i\pi}}"),
+    ("math", "-1", r"\cos\pi + i\sin\pi"),
+    ("math", "1", "i^4"),
+    ("math", "-i", "i^{3}"),
+    ("math", "-i", r"\frac{1}{i}"),
+    ("math", "i", r"\sqrt{-1}"),
+    ("math", "i", r"e^{i\pi/2}"),
+    ("math", "2i", "(1+i)^2"),
+    ("math", r"\frac{1-i}{2}", r"\frac{1}{1+i}"),
+    ("math", "2 + i", r"\frac{5}{2-i}"),
+    ("math", "1-i", r"\boxed{1 - i}"),
+    ("math", r"\frac12+\frac{i}{2}", r"\boxed{\frac{1+i}{2}}"),
+    ("math", "4i+3", r"\boxed{3+4i}"),
+    ("math", r"\frac{7}{5} + \frac{1}{5} i", r"\frac{7+i}{5}"),
+    ("math", r"-128 - 128 \sqrt{3} i", r"-128(1+\sqrt{3}i)"),
+    ("math", "1, -1, i, -i", "i^2, 1, i, i^3"),
+    ("math", "(1, -1)", "(1, i^2)"),
+    ("math", "5", r"\sum_{i=1}^{2} i^2"),  # a bound index stays an index
     # units, money, degrees, percent
     ("math", r"5 \text{ cm}", "5"),
     ("math", r"440\text{ cm}^2", "440"),
@@ -221,6 +241,16 @@ NOT_EQUIVALENT = [
     ("math", "15", r"\boxed{(C)\ 12}"),
     ("math", "15", r"\boxed{C = 12}"),
     ("math", "3", r"\boxed{c}"),
+    # complex numbers
+    ("math", "1", "i^2"),
+    ("math", "1", r"e^{i\pi}"),
+    ("math", "i", "-i"),
+    ("math", "1+i", "1-i"),
+    ("math", "2", "2i"),
+    ("math", "-i", "i^2"),
+    ("math", "i", "1"),
+    ("math", r"a_{i}=i^{2}", r"a_{i}=-1"),  # i is an index here: never the imaginary unit
+    ("math", r"x_i + i^2", r"x_i - 1"),
     ("math", "x=3", "y=3"),
     ("math", "(1,2]", r"1 \le x < 2"),
     ("math", "1, 2", "(1, 2)"),
@@ -277,6 +307,17 @@ def test_choice_followed_by_a_value_is_judged_by_its_letter(gold, response):
     assert v.correct and v.reason == "choice match", v
     other = grade(response.replace("C", "D"), gold, "math")
     assert not other.correct and other.reason == "choice mismatch", other
+
+
+def test_imaginary_unit_policy():
+    applies = grading._imaginary_unit_applies
+    assert applies("-1", "i^{2}") and applies("3+4i", "4i+3") and applies("-1", r"e^{i\pi}")
+    assert not applies("-1", "x^{2}")  # no standalone i
+    assert not applies(r"\pi", r"\sin{x}") and not applies(r"\infty", "1")  # i inside commands
+    for index_use in (r"a_{i}=i^{2}", r"x_i+1", r"\sum_{i=1}^{n}i", "i=3", r"i\le n", r"i\in S"):
+        assert not applies(index_use, "-1") and not applies("-1", index_use), index_use
+    # x > i is no valid relation once i is sympy's I: a plain mismatch, not an error
+    assert grade(r"\boxed{x > 2}", "x > i", "math") == Verdict(False, "x > 2", "symbolic mismatch")
 
 
 def test_verdict_fields_and_reasons():
