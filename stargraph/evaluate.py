@@ -135,6 +135,8 @@ def generate(
 
     Positions before ``start_B[b]`` are kept. ``temperature == 0`` is greedy decoding; otherwise
     tokens are drawn with ``torch.multinomial`` from ``generator`` (on the model's device).
+    At every position the model runs once per *distinct* prefix (rows sampled from the same prompt
+    share their forward pass until they diverge); each row still draws its own token.
     Returns a new tensor.
     """
     was_training = model.training
@@ -152,10 +154,15 @@ def generate(
         raise ValueError("generate: every row needs at least one fixed token before start")
     for t in range(first, T):
         rows = (start <= t).nonzero().squeeze(1)
+        uniq, inv = torch.unique(seq[rows, :t], dim=0, return_inverse=True)
+        chunks = []
+        for c in range(0, uniq.shape[0], batch_size):
+            with autocast(dev, amp):
+                chunks.append(model(uniq[c : c + batch_size], logits_from=t - 1)[:, 0].float())
+        logits_rows = torch.cat(chunks)[inv]
         for c in range(0, rows.numel(), batch_size):
             r = rows[c : c + batch_size]
-            with autocast(dev, amp):
-                logits = model(seq[r, :t], logits_from=t - 1)[:, 0].float()
+            logits = logits_rows[c : c + batch_size]
             if temperature == 0:
                 nxt = logits.argmax(-1)
             else:

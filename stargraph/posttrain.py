@@ -183,8 +183,11 @@ class PostTrainer:
         cfg, rt = self.cfg, self.cfg.runtime
         # Q is measured under the policy that produced the pool (the rollout policy).
         if cfg.q_estimator == "exact":
-            tq = true_path_step_q(sampler, graphs, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=cfg.bok_k)
-            return exact_step_q(tq, graphs, graph_M, resp)
+            # one teacher-forced pass over the pool's graphs only (the training set may be large)
+            ug, inv = torch.unique(graph_M, return_inverse=True)
+            sub = graphs.subset(ug.to(graphs.tokens_NT.device))
+            tq = true_path_step_q(sampler, sub, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=cfg.bok_k)
+            return exact_step_q(tq, sub, inv, resp)
         k = cfg.bok_k if cfg.bok_k > 0 else cfg.mc_rollouts
         return mc_step_q(sampler, graphs, graph_M, resp, k=k, bok=cfg.bok_k > 0, generator=self.gen_sample, amp=rt.amp, batch_size=rt.eval_batch_size)
 
@@ -269,14 +272,17 @@ class PostTrainer:
 
     @torch.no_grad()
     def _ref_logps(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Reference token log-probs of the target positions, one forward pass per distinct row
+        (chosen sides repeat the same true path once per negative of a graph)."""
+        uniq, inv = torch.unique(seqs, dim=0, return_inverse=True)
         out = []
         bs = self.cfg.runtime.eval_batch_size
-        for i in range(0, seqs.shape[0], bs):
-            s = seqs[i : i + bs]
+        for i in range(0, uniq.shape[0], bs):
+            s = uniq[i : i + bs]
             with autocast(self.device, self.cfg.runtime.amp):
                 logits = self.ref(s[:, :-1], logits_from=self.P - 1)
             out.append(token_logprobs(logits.float(), s[:, self.P :]))
-        return torch.cat(out)
+        return torch.cat(out)[inv]
 
     def _seq_batches(self, pool: Pool, keep: torch.Tensor, adv: bool | None) -> Batches:
         n = int(keep.numel())

@@ -173,3 +173,39 @@ def test_on_path_marks_the_first_error_onwards(tiny):
     resp = torch.stack([path, torch.tensor([path[0], wrong]), torch.tensor([wrong, path[1]])])
     onp = on_path(data.train, torch.zeros(3, dtype=torch.long), resp)
     assert onp.tolist() == [[True, True], [True, False], [False, False]]
+
+
+def test_generate_runs_each_distinct_prefix_once_and_samples_each_row(tiny):
+    """Rows sampled from the same prompt share the forward pass (fewer model rows than samples),
+    yet every row draws its own token: the empirical distribution of the first sampled token
+    matches the model's probabilities, as without the sharing."""
+    model, data = tiny
+    P = data.train.P
+    prompt = data.train.tokens_NT[:1].repeat(4000, 1)
+    rows_seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: rows_seen.append(args[0].shape[0]), with_kwargs=True)
+    try:
+        out = generate(model, prompt, P + 1, temperature=1.0, generator=torch.Generator().manual_seed(0), amp="off")
+    finally:
+        hook.remove()
+    assert rows_seen[0] == 1  # one distinct prompt at the first generated position
+    assert sum(rows_seen) < 4000  # later positions: one row per distinct prefix, not per sample
+    with torch.no_grad():
+        probs = torch.softmax(model(prompt[:1, : P + 1], logits_from=P)[0, 0].double(), -1)
+    first = out[:, P + 1]
+    emp = torch.bincount(first, minlength=probs.numel()).double() / first.numel()
+    sd = torch.sqrt(probs * (1 - probs) / first.numel())
+    assert ((emp - probs).abs() <= 5 * sd + 1e-3).all()
+    assert first.unique().numel() >= 2  # not one token copied to every row
+
+
+def test_exact_step_q_on_a_subset_of_graphs_matches_the_full_set(tiny):
+    """The pool computes exact Q on its own graphs only; the values equal those from the whole set."""
+    model, data = tiny
+    gm = torch.tensor([7, 3, 7, 11, 3])
+    resp = sample_responses(model, data.train, gm, temperature=1.0, generator=torch.Generator().manual_seed(2), amp="off")
+    full = exact_step_q(true_path_step_q(model, data.train, amp="off"), data.train, gm, resp)
+    ug, inv = torch.unique(gm, return_inverse=True)
+    sub = data.train.subset(ug)
+    part = exact_step_q(true_path_step_q(model, sub, amp="off"), sub, inv, resp)
+    assert torch.allclose(full.q_MS, part.q_MS, atol=1e-6) and torch.allclose(full.v0_M, part.v0_M, atol=1e-6)
