@@ -68,7 +68,10 @@ def load_reproduce(run_dir: Path) -> tuple[ReproduceConfig, dict[int, list[dict]
 def make_figures(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if (run_dir / "points").is_dir():
-        return [sweep_figure(run_dir)]
+        out = [sweep_figure(run_dir)]
+        if (run_dir / "curves.csv").exists():
+            out.append(sweep_curves_figure(run_dir))
+        return out
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} has no config.yaml: not a reproduce or sweep folder")
     plt = _plt()
@@ -142,3 +145,58 @@ def sweep_figure(run_dir: Path) -> Path:
     ax.set(ylabel="final test accuracy", ylim=(0, 1.02), title="sweep: final test accuracy per grid point")
     fig.tight_layout()
     return _save(fig, run_dir / "sweep_test_acc.png")
+
+
+CURVE_PANELS = (
+    ("test/acc", "test full-path accuracy"),
+    ("train/acc", "train full-path accuracy"),
+    ("test/crit_prob", "test p(correct critical token)"),
+    ("test/crit_min_child", "test: critical argmax = smaller-id child"),
+    ("test/lookup_acc", "test lookup-token accuracy"),
+    ("train_chosen_logp", "chosen log-prob (pairs; post-training batches)"),
+)
+
+
+def read_curves(path: Path) -> dict[str, dict[int, list[tuple[int, dict]]]]:
+    """``curves.csv`` of a sweep as {group: {seed: [(step, row), ...]}} (floats; empty cells dropped)."""
+    import csv
+
+    out: dict[str, dict[int, list[tuple[int, dict]]]] = defaultdict(lambda: defaultdict(list))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            vals = {k: float(v) for k, v in row.items() if k not in ("group", "seed", "step") and v not in ("", None)}
+            out[row["group"]][int(row["seed"])].append((int(row["step"]), vals))
+    return out
+
+
+def sweep_curves_figure(run_dir: Path, groups: list[str] | None = None, out_name: str = "sweep_curves.png") -> Path:
+    """Learning curves of every group (mean over seeds, min-max band) for the metrics of
+    :data:`CURVE_PANELS`, against post-training steps; from ``curves.csv`` alone."""
+    plt = _plt()
+    run_dir = Path(run_dir)
+    curves = read_curves(run_dir / "curves.csv")
+    names = sorted(groups or curves)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    for (key, title), ax in zip(CURVE_PANELS, axes.flat):
+        for i, g in enumerate(names):
+            by_seed = curves.get(g, {})
+            steps = sorted({s for recs in by_seed.values() for s, v in recs if key in v})
+            if not steps:
+                continue
+            mat = np.full((len(by_seed), len(steps)), np.nan)
+            for j, recs in enumerate(by_seed.values()):
+                for s, v in recs:
+                    if key in v and s in steps:
+                        mat[j, steps.index(s)] = v[key]
+            m = np.nanmean(mat, 0)
+            ax.plot(steps, m, color=f"C{i % 10}", linestyle="-" if i < 10 else "--", label=g, lw=1.2)
+            if mat.shape[0] > 1:
+                ax.fill_between(steps, np.nanmin(mat, 0), np.nanmax(mat, 0), color=f"C{i % 10}", alpha=0.12)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("post-training step", fontsize=8)
+        if not key.endswith("logp"):
+            ax.set_ylim(-0.02, 1.02)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6)
+    fig.tight_layout(rect=(0, 0.04 + 0.012 * ((len(names) + 2) // 3), 1, 1))
+    return _save(fig, run_dir / out_name)

@@ -7,7 +7,9 @@ Layout::
     SWEEP_DIR/sft/<graph>_n<n_train>_<train-variant>_s<seed>/     one SFT per distinct training setup
     SWEEP_DIR/points/<group>_s<seed>/                               one post-training run per point
     SWEEP_DIR/points.jsonl, sweep.csv                               final metrics of every point
-    SWEEP_DIR/sweep_test_acc.png
+    SWEEP_DIR/table.csv                                             mean and sd over seeds per group
+    SWEEP_DIR/curves.csv                                            every evaluation of every point
+    SWEEP_DIR/sweep_test_acc.png, sweep_curves.png
 
 A point whose folder is complete is skipped, so re-running the same command resumes the sweep.
 """
@@ -116,15 +118,25 @@ def sweep(cfg: SweepConfig, sweep_dir: str | Path, log: Log = print) -> list[dic
         # each SFT's grid points start as soon as that SFT run is done
         runner.run_staged(sft_tasks, [by_sft[t.run_dir] for t in sft_tasks])
     rows = aggregate(sweep_dir, points)
-    from .figures import sweep_figure
+    from .figures import make_figures
 
-    sweep_figure(sweep_dir)
+    make_figures(sweep_dir)
     log(f"[sweep] done in {time.perf_counter() - t0:.0f}s; {sweep_dir / 'sweep.csv'}")
     return rows
 
 
+# Per-eval metrics copied into curves.csv (small; figures regenerate from it offline).
+CURVE_KEYS = (
+    "train/acc", "test/acc", "test/acc_given_source", "train/crit_acc", "test/crit_acc", "test/crit_prob",
+    "test/crit_min_child", "test/crit_child_mass", "test/lookup_acc", "train_loss", "train_chosen_logp",
+    "train_rejected_reward", "train_chosen_reward", "train_margin", "pool/sample_acc", "pool/pit_at_critical",
+)
+
+
 def aggregate(sweep_dir: Path, points: list[tuple[Task, dict]]) -> list[dict]:
-    rows = []
+    """Write ``sweep.csv`` / ``points.jsonl`` (final metrics of every complete point),
+    ``curves.csv`` (every eval of every point) and ``table.csv`` (mean and sd over seeds per group)."""
+    rows, curves = [], []
     for task, info in points:
         recs = runio.read_jsonl(Path(task.run_dir) / "metrics.jsonl")
         if not recs or not runio.is_done(Path(task.run_dir)):
@@ -135,11 +147,40 @@ def aggregate(sweep_dir: Path, points: list[tuple[Task, dict]]) -> list[dict]:
             "steps": last["step"],
             "train_acc": last.get("train/acc"),
             "test_acc": last.get("test/acc"),
+            "test_acc_given_source": last.get("test/acc_given_source"),
+            "train_crit_acc": last.get("train/crit_acc"),
             "test_crit_acc": last.get("test/crit_acc"),
+            "test_crit_prob": last.get("test/crit_prob"),
+            "test_crit_min_child": last.get("test/crit_min_child"),
             "test_lookup_acc": last.get("test/lookup_acc"),
+            "best_train_acc": max(r.get("train/acc", 0.0) for r in recs),
             "wall_time_s": last.get("time_s"),
+            "cpu_time_s": last.get("cpu_time_s"),
             "run_dir": str(Path(task.run_dir).relative_to(sweep_dir)),
         })
+        for r in recs:
+            curves.append({"group": info["group"], "seed": info["seed"], "step": r["step"], **{k: r.get(k) for k in CURVE_KEYS}})
     write_csv(sweep_dir / "sweep.csv", rows)
+    write_csv(sweep_dir / "curves.csv", curves)
+    write_csv(sweep_dir / "table.csv", group_table(rows))
     runio.atomic_write_text(sweep_dir / "points.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def group_table(rows: list[dict]) -> list[dict]:
+    """One row per group: seeds, and mean / sd over seeds of the final metrics."""
+    import statistics
+
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["group"], []).append(r)
+    out = []
+    for g, rs in by.items():
+        row = {k: rs[0][k] for k in ("group", "graph", "n_train", "variant", "objective", "pool", "init_step", "steps")}
+        row["seeds"] = len(rs)
+        for k in ("train_acc", "test_acc", "test_acc_given_source", "train_crit_acc", "test_crit_acc", "test_crit_prob", "test_crit_min_child", "wall_time_s"):
+            vals = [float(r[k]) for r in rs if r.get(k) is not None]
+            row[f"{k}_mean"] = statistics.fmean(vals) if vals else None
+            row[f"{k}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(row)
+    return out

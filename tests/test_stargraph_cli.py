@@ -142,6 +142,20 @@ def test_sweep_runs_every_point_and_resumes(tmp_path):
     n = len(cfg.seeds) * len(cfg.graphs) * len(cfg.n_train) * len(cfg.init_steps) * per_pool * len(cfg.variants)
     assert n == 2 * 1 * 1 * 1 * 3 * 1
     assert len(rows) == n and (run / "sweep.csv").exists() and (run / "sweep_test_acc.png").exists()
+    # per-group table: mean over the seeds of each group's points; curves: every eval of every point
+    import csv
+
+    table = list(csv.DictReader(open(run / "table.csv")))
+    assert len(table) == n // len(cfg.seeds)
+    for t in table:
+        vals = [r["test_acc"] for r in rows if r["group"] == t["group"]]
+        assert int(t["seeds"]) == len(vals) == 2
+        assert float(t["test_acc_mean"]) == pytest.approx(sum(vals) / 2)
+    curves = list(csv.DictReader(open(run / "curves.csv")))
+    evals = sum(len(runio.read_jsonl(run / r["run_dir"] / "metrics.jsonl")) for r in rows)
+    assert len(curves) == evals and {c["group"] for c in curves} == {r["group"] for r in rows}
+    (run / "sweep_curves.png").unlink()
+    assert cli.main(["figures", str(run)]) == 0 and (run / "sweep_curves.png").exists()  # offline, from curves.csv
     # resume: delete one point, re-run: only that one is recomputed, the others are untouched
     victim = run / rows[0]["run_dir"]
     keep = run / rows[1]["run_dir"]
