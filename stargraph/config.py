@@ -296,6 +296,8 @@ class SweepConfig:
     "Named override sets (axis), e.g. {deep: {train.model.n_layer: 6}, beta05: {posttrain.beta: 0.5}}; keys are dotted paths under train. or posttrain."
     train: TrainConfig = field(default_factory=TrainConfig)
     posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
+    only: list[dict[str, object]] = field(default_factory=list)
+    "Keep only the grid points matching at least one of these partial points (empty = the whole grid), e.g. [{objective: awr, init_step: 1000}, {objective: sft, pool: resampled}]; keys: graph, n_train, variant, objective, pool, init_step."
     workers: int = 0
     "Worker processes (0 = auto: one single-threaded worker per core on CPU, one worker on CUDA); each gets cores / workers torch threads."
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -304,6 +306,10 @@ class SweepConfig:
     def __post_init__(self) -> None:
         self.train.runtime = self.runtime
         self.posttrain.runtime = self.runtime
+        allowed = {"graph", "n_train", "variant", "objective", "pool", "init_step"}
+        for i, sel in enumerate(self.only):
+            if not isinstance(sel, dict) or not sel or set(sel) - allowed:
+                raise ValueError(f"only[{i}] = {sel!r}: must be a non-empty mapping with keys among {sorted(allowed)}")
         for g in self.graphs:
             parse_graph(g)
         for o in self.objectives:

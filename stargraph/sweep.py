@@ -56,6 +56,11 @@ def _tag(over: dict) -> str:
     return "t" + hashlib.sha256(json.dumps(over, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def _matches(info: dict, sel: dict) -> bool:
+    """A grid point matches a partial point when every given key agrees (compared as text)."""
+    return all(str(info[k]).replace(" ", "") == str(v).replace(" ", "") for k, v in sel.items())
+
+
 def default_workers(cfg: SweepConfig) -> int:
     if cfg.workers > 0:
         return cfg.workers
@@ -85,7 +90,7 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
         gname = f"g{d}-{l}-{n}_n{n_train}"
         sname = f"{gname}_{_tag(t_over)}_s{seed}"
         sdir = sweep_dir / "sft" / sname
-        sft_tasks.setdefault(sname, Task("sft", tcfg, str(sdir), f"sft/{sname}"))
+        sft_task = Task("sft", tcfg, str(sdir), f"sft/{sname}")
         for init, obj, pool in itertools.product(cfg.init_steps, cfg.objectives, cfg.pools):
             if obj in POOL_FREE and pool != cfg.pools[0]:
                 continue  # sft / sft_critical train on the SFT data: the pool axis would only repeat them
@@ -97,6 +102,9 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
             group = f"{gname}_{vname}_{obj}_{pool}_init{init}"
             info = {"group": group, "seed": seed, "graph": graph, "n_train": n_train, "variant": vname,
                     "objective": obj, "pool": pool, "init_step": init}
+            if cfg.only and not any(_matches(info, sel) for sel in cfg.only):
+                continue
+            sft_tasks.setdefault(sname, sft_task)  # an SFT run only where some kept point needs it
             points.append((Task("posttrain", pcfg, str(sweep_dir / "points" / f"{group}_s{seed}"), f"{group}_s{seed}"), info))
     return list(sft_tasks.values()), points
 

@@ -193,3 +193,21 @@ def test_stargraph_never_imports_transformers_or_vllm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sweep_only_keeps_the_matching_points(tmp_path):
+    from stargraph.sweep import plan
+
+    full = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={})
+    _, all_points = plan(full, tmp_path)
+    sel = [{"objective": "per_step_dpo", "pool": "fixed"}, {"objective": "sft", "init_step": 10}]
+    cfg = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={"only": configlib.Sourced(sel, "test")})
+    sft_tasks, points = plan(cfg, tmp_path)
+    kept = {(i["objective"], i["pool"], i["seed"]) for _, i in points}
+    assert kept == {("per_step_dpo", "fixed", s) for s in full.seeds} | {("sft", full.pools[0], s) for s in full.seeds}
+    assert len(points) < len(all_points)
+    # a selection that matches nothing of one seed drops that seed's SFT run too
+    one = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={"only": configlib.Sourced([{"objective": "sft"}], "t"), "seeds": configlib.Sourced([0], "t")})
+    assert len(plan(one, tmp_path)[0]) == 1
+    with pytest.raises(ValueError, match="only"):
+        resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={"only": configlib.Sourced([{"objectiv": "sft"}], "t")})
