@@ -1,0 +1,154 @@
+"""How close is per-step DPO's update to SFT on the critical token?  Gradient alignment at a checkpoint.
+
+At the critical token, per-step DPO's gradient on the logits is ``beta sigma(-beta h) (e_correct -
+e_rejected)`` and SFT's is ``e_correct - p``: in a near-two-way choice they point the same way.
+This module measures it in parameter space.  From one on-policy pool of a checkpoint (the same pool
+``stargraph posttrain --objective per_step_dpo`` would build first: exact Q, first pits, the
+configured pair construction) it computes the mean-loss parameter gradients of
+
+- ``psdpo``: per-step DPO on every pair of the pool;
+- ``psdpo_crit``: per-step DPO on the pairs whose pit is the critical token;
+- ``sftc_pairs``: SFT on the critical token of the same graphs as ``psdpo``'s pairs (one row per pair:
+  the graphs where the policy erred, as often as it erred there);
+- ``sftc``: SFT on the critical token of uniformly drawn training graphs;
+- ``sft``: SFT on the whole path of the same uniform graphs;
+- ``sft_lookup``: SFT on the lookup tokens only (path positions after the critical token);
+
+and the cosine similarity of every pair of them, with the gradient norms and the pool statistics.
+At the start of post-training the policy equals the reference, so ``h = 0`` and every pair has
+weight ``beta / 2``.
+
+    python -m stargraph.analysis runs/.../ckpt_1000.pt --out align.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from shared.losses import sft_loss
+
+from .config import PoolConfig, PostTrainConfig, RuntimeConfig
+from .posttrain import PostTrainer
+
+
+def _flat_grad(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()])
+
+
+def _grad_of(model: torch.nn.Module, chunks) -> torch.Tensor:
+    """Gradient of ``sum_chunk loss_sum(chunk) / total`` (a mean over all rows, in chunks)."""
+    model.zero_grad(set_to_none=True)
+    for loss_sum in chunks:
+        loss_sum.backward()
+    g = _flat_grad(model).clone()
+    model.zero_grad(set_to_none=True)
+    return g
+
+
+def gradient_alignment(
+    init: str,
+    *,
+    graphs: int = 1024,
+    samples_per_graph: int = 4,
+    uniform: int = 4096,
+    beta: float = 0.1,
+    construction: str = "full",
+    seed: int = 0,
+    chunk: int = 512,
+    return_grads: bool = False,
+) -> dict:
+    """Gradients and their cosines at checkpoint ``init`` (see the module docstring); with
+    ``return_grads`` the flat gradient vectors too (under ``"grads"``)."""
+    cfg = PostTrainConfig(
+        init=str(init), objective="per_step_dpo", beta=beta, construction=construction, seed=seed, steps=0,
+        pool=PoolConfig(policy="resampled", graphs=graphs, samples_per_graph=samples_per_graph),
+        runtime=RuntimeConfig(device="cpu", threads=0, eval_batch_size=4096, amp="off"),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = PostTrainer(cfg, Path(tmp), log=lambda s: None)
+    model = pt.model
+    model.train()
+    pool = pt.build_pool()
+    batches = pt.make_batches(pool)
+    out: dict = {"init": str(init), "init_step": pt.init_step, "construction": construction, "beta": beta, **pool.stats}
+    if batches.kind != "pairs" or batches.n == 0:
+        out["pairs"] = 0
+        return out
+    t = batches.tensors
+    n = batches.n
+    rmask = t["rejected_mask"]
+    pit_crit = (rmask[:, 1] & (rmask.sum(1) == 1)).nonzero().squeeze(1)
+    out["pairs"] = n
+    out["pairs_pit_at_critical"] = int(pit_crit.numel())
+
+    def psdpo(rows: torch.Tensor):
+        for i in range(0, rows.numel(), chunk):
+            idx = rows[i : i + chunk]
+            loss, _ = pt.step_loss(batches, idx)  # mean over idx
+            yield loss * idx.numel() / rows.numel()
+
+    def sft_on(seqs: torch.Tensor, positions: slice):
+        N = seqs.shape[0]
+        for i in range(0, N, chunk):
+            s = seqs[i : i + chunk]
+            lp = pt._logps(s)
+            mask = torch.zeros_like(lp, dtype=torch.bool)
+            mask[:, positions] = True
+            yield sft_loss(lp, mask).loss_B.sum() / N
+
+    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    uni = pt.train.tokens_NT[torch.randperm(len(pt.train), generator=gen)[: min(uniform, len(pt.train))]]
+    all_rows = torch.arange(n)
+    grads = {
+        "psdpo": _grad_of(model, psdpo(all_rows)),
+        "sftc_pairs": _grad_of(model, sft_on(t["chosen"], slice(1, 2))),
+        "sftc": _grad_of(model, sft_on(uni, slice(1, 2))),
+        "sft": _grad_of(model, sft_on(uni, slice(0, None))),
+        "sft_lookup": _grad_of(model, sft_on(uni, slice(2, None))),
+    }
+    if pit_crit.numel():
+        grads["psdpo_crit"] = _grad_of(model, psdpo(pit_crit))
+    out["grad_norm"] = {k: float(v.norm()) for k, v in grads.items()}
+    out["cosine"] = {
+        f"{a}|{b}": float(torch.nn.functional.cosine_similarity(grads[a], grads[b], dim=0))
+        for a, b in itertools.combinations(grads, 2)
+    }
+    if return_grads:
+        out["grads"] = grads
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", help="SFT checkpoints (.pt)")
+    ap.add_argument("--graphs", type=int, default=1024)
+    ap.add_argument("--samples-per-graph", type=int, default=4)
+    ap.add_argument("--uniform", type=int, default=4096)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--construction", choices=("full", "shared_prefix"), default="full")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="JSON file (a list, one entry per checkpoint)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = [
+        gradient_alignment(c, graphs=args.graphs, samples_per_graph=args.samples_per_graph, uniform=args.uniform,
+                           beta=args.beta, construction=args.construction, seed=args.seed)
+        for c in args.checkpoints
+    ]
+    text = json.dumps(res, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
