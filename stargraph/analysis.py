@@ -35,6 +35,7 @@ from shared.losses import sft_loss
 
 from .config import PoolConfig, PostTrainConfig, RuntimeConfig
 from .posttrain import PostTrainer
+from .runio import atomic_write_text
 
 
 def _flat_grad(model: torch.nn.Module) -> torch.Tensor:
@@ -116,7 +117,7 @@ def gradient_alignment(
         grads["psdpo_crit"] = _grad_of(model, psdpo(pit_crit))
     out["grad_norm"] = {k: float(v.norm()) for k, v in grads.items()}
     out["cosine"] = {
-        f"{a}|{b}": float(torch.nn.functional.cosine_similarity(grads[a], grads[b], dim=0))
+        f"{a}|{b}": float(torch.nn.functional.cosine_similarity(grads[a].double(), grads[b].double(), dim=0))
         for a, b in itertools.combinations(grads, 2)
     }
     if return_grads:
@@ -136,17 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="JSON file (a list, one entry per checkpoint)")
     args = ap.parse_args(argv)
+    missing = [c for c in args.checkpoints if not Path(c).is_file()]
+    if missing:
+        ap.error(f"checkpoints not found: {', '.join(missing)}")
     torch.set_num_threads(args.threads)
-    res = [
-        gradient_alignment(c, graphs=args.graphs, samples_per_graph=args.samples_per_graph, uniform=args.uniform,
-                           beta=args.beta, construction=args.construction, seed=args.seed)
-        for c in args.checkpoints
-    ]
-    text = json.dumps(res, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    res = []
+    for c in args.checkpoints:
+        res.append(gradient_alignment(c, graphs=args.graphs, samples_per_graph=args.samples_per_graph, uniform=args.uniform,
+                                      beta=args.beta, construction=args.construction, seed=args.seed))
+        if args.out:  # rewritten after every checkpoint: a killed run keeps what it computed
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in res[-1].items() if k in ("init", "pairs", "cosine")}), flush=True)
     return 0
 
 
