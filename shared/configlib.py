@@ -338,15 +338,18 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def type_name(tp: Any) -> str:
-    """Short, YAML-flavoured name of an annotation: ``int``, ``str or null``, ``list[str]``, ``'a'|'b'``."""
+def type_name(tp: Any, *, literal: Callable[[Any], str] = repr) -> str:
+    """Short, YAML-flavoured name of an annotation: ``int``, ``str or null``, ``list[str]``, ``'a'|'b'``.
+
+    ``literal`` writes each ``Literal`` value (``str`` gives ``a|b``, as stargraph's ``--help`` shows them)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
-        return "|".join(repr(a) for a in args)
+        return "|".join(literal(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else type_name(a) for a in args)
+        return " or ".join("null" if a is type(None) else type_name(a, literal=literal) for a in args)
     if origin in (list, tuple, dict) and args:
-        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+        inner = ("..." if a is Ellipsis else type_name(a, literal=literal) for a in args)
+        return f"{origin.__name__}[{', '.join(inner)}]"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -610,29 +613,39 @@ def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses
     return out
 
 
-def default_repr(f: dataclasses.Field) -> str:
-    """A field's default as shown in ``--help`` (``null`` for None, ``required`` when it has none)."""
+def default_repr(f: dataclasses.Field, *, none: str = "null") -> str:
+    """A field's default as shown in ``--help`` (``none``, i.e. ``null``, for None; ``required`` when it has none)."""
     if f.default is not dataclasses.MISSING:
-        return "null" if f.default is None else repr(f.default)
+        return none if f.default is None else repr(f.default)
     if f.default_factory is not dataclasses.MISSING:
         return repr(f.default_factory())
     return "required"
 
 
-def field_help(tp: Any, f: dataclasses.Field, doc: str) -> str:
-    """``"<docstring> [<type>; default <default>]"``, escaped for argparse (``%`` doubled)."""
-    return f"{doc} [{type_name(tp)}; default {default_repr(f)}]".strip().replace("%", "%%")
+def field_help(
+    tp: Any, f: dataclasses.Field, doc: str, *, literal: Callable[[Any], str] = repr, none: str = "null"
+) -> str:
+    """``"<docstring> [<type>; default <default>]"``, escaped for argparse (``%`` doubled); ``literal`` and
+    ``none`` as in :func:`type_name` and :func:`default_repr`."""
+    typ, default = type_name(tp, literal=literal), default_repr(f, none=none)
+    return f"{doc} [{typ}; default {default}]".strip().replace("%", "%%")
 
 
 def add_arguments(
-    parser: argparse.ArgumentParser, cls: type, prefix: str = "", *, title: str | None = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    *,
+    title: str | None = None,
+    help_text: Callable[[Any, dataclasses.Field, str], str] = field_help,
 ) -> argparse._ArgumentGroup:
-    """One ``--a.b V`` flag per leaf field of ``cls`` (its help is :func:`field_help`), in an argument group.
+    """One ``--a.b V`` flag per leaf field of ``cls`` (its help is ``help_text(annotation, field, docstring)``,
+    by default :func:`field_help`), in an argument group.
 
     The raw strings are collected by :func:`flags_from_args` and parsed/type-checked when the config is
     built, so a bad value is reported like any other config error. ``prefix`` puts the fields under a
     section (``--train.sft.lr`` with ``prefix="train"``)."""
     group = parser.add_argument_group(title or f"{cls.__name__} fields")
     for name, tp, f, doc in leaf_fields(cls, prefix):
-        group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=field_help(tp, f, doc))
+        group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=help_text(tp, f, doc))
     return group

@@ -1,112 +1,45 @@
-"""Run-folder I/O: atomic writes, append-only metrics, checkpoints, optimizers and LR schedules."""
+"""Run-folder I/O: atomic writes, append-only metrics, checkpoints, optimizers and LR schedules.
+
+The crash-safe file writing is :mod:`shared.runio` (re-exported here): whole files appear complete or not
+at all, and ``metrics.jsonl`` is an append-only log whose torn last line (a kill mid-write) is ignored
+by readers and cut off before the next append. This module adds stargraph's run-folder conventions
+(``config.yaml``, the ``DONE`` marker), GPT checkpoints, the optimizer and the LR schedule.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+
+from shared import runio as _core
+from shared.runio import atomic_torch_save, atomic_write_text, dumps  # noqa: F401  (re-exported)
 
 from . import configlib
 from .model import GPT, GPTConfig
 
 DONE = "DONE"
 
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+MetricsLog = _core.JsonlLog
+"""``metrics.jsonl``: one JSON object per line, appended with a single ``write`` and fsync;
+``truncate_after(step)`` drops the records of steps later than a resume point (rewritten atomically), so
+a resumed run neither loses nor duplicates records; ``reset()`` empties it."""
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (torch.Tensor,)):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    """Indented JSON with a final newline, written atomically."""
+    _core.atomic_write_json(path, obj, indent=2)
 
 
 def write_config(run_dir: Path, cfg: Any) -> None:
     atomic_write_text(run_dir / "config.yaml", configlib.dump_yaml(cfg))
 
 
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, each written with a single ``write`` and fsync.
-
-    :meth:`truncate_after` drops records of steps later than a resume point (rewritten atomically),
-    so a resumed run neither loses nor duplicates records.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def append(self, rec: dict) -> None:
-        line = json.dumps(rec, default=_json_default) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def read(self) -> list[dict]:
-        return read_jsonl(self.path)
-
-    def truncate_after(self, step: int) -> None:
-        recs = [r for r in self.read() if r.get("step", -1) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r, default=_json_default) + "\n" for r in recs))
-
-    def reset(self) -> None:
-        atomic_write_text(self.path, "")
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; a torn last line (killed mid-write) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path} line {i + 1}: not valid JSON") from None
-    return out
+    """Records of a JSONL file (none when it does not exist); a torn last line (killed mid-write) is ignored."""
+    return _core.read_jsonl(path, missing_ok=True)
 
 
 def is_done(run_dir: Path) -> bool:
@@ -114,7 +47,7 @@ def is_done(run_dir: Path) -> bool:
 
 
 def mark_done(run_dir: Path, info: dict | None = None) -> None:
-    atomic_write_text(Path(run_dir) / DONE, json.dumps(info or {}) + "\n")
+    atomic_write_text(Path(run_dir) / DONE, dumps(info or {}) + "\n")
 
 
 # ---------------------------------------------------------------- checkpoints

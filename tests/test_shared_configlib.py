@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -149,6 +150,7 @@ def test_type_names():
     assert configlib.type_name(dict[str, float]) == "dict[str, float]"
     assert configlib.type_name(tuple[int, ...]) == "tuple[int, ...]"
     assert configlib.type_name(Literal["a", 1]) == "'a'|1"
+    assert configlib.type_name(list[Literal["a", "b"]] | None, literal=str) == "list[a|b] or null"
 
 
 # ---------------------------------------------------------------- YAML trees with line numbers
@@ -372,6 +374,17 @@ def test_help_lists_every_field_with_docstring_type_and_default(capsys):
     assert "--optim.schedule V Learning-rate schedule. ['constant'|'cosine'; default 'constant']" in flat
     assert "[list[float]; default [0.9, 0.999]]" in flat
     assert "--derived" not in flat
+
+
+def test_help_style_can_be_changed(capsys):
+    parser = argparse.ArgumentParser(prog="demo")
+    help_text = functools.partial(configlib.field_help, literal=str, none="None")
+    configlib.add_arguments(parser, Run, help_text=help_text)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "Learning-rate schedule. [constant|cosine; default 'constant']" in flat
+    assert "[int or null; default None]" in flat
 
 
 def test_flags_from_the_command_line_are_type_checked_at_build():

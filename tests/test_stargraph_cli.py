@@ -87,6 +87,21 @@ def test_bad_config_names_file_line_and_field(tmp_path, text, needle):
     assert str(f) in str(e.value) and needle in str(e.value)
 
 
+def test_empty_and_null_sections_in_a_config_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  sft: {}\n  data: {}\n")  # {}: nothing to change, the preset's values stay
+    tiny = resolve(TrainConfig, preset="tiny", config_file=None, overrides={}, preset_section="train")
+    assert resolve(TrainConfig, preset="tiny", config_file=str(f), overrides={}, preset_section="train") == tiny
+    f.write_text("train: {}\n")
+    assert resolve(TrainConfig, preset="tiny", config_file=str(f), overrides={}, preset_section="train") == tiny
+    f.write_text("train:\n  sft:\n")  # null: an error, not a silent reset to the defaults
+    with pytest.raises(ConfigError, match=r"line 2: field sft: expected a mapping of SFTConfig fields, got None"):
+        resolve(TrainConfig, preset="tiny", config_file=str(f), overrides={}, preset_section="train")
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "train={sft: null}"]))
+    with pytest.raises(ConfigError, match=r"^--set train: field train.sft: expected a mapping"):
+        configlib.build(ReproduceConfig, over)
+
+
 def test_cli_reports_bad_override(capsys):
     assert cli.main(["train", "--preset", "tiny", "--set", "sft.steps=many", "--print-config"]) == 2
     assert "--set sft.steps" in capsys.readouterr().err
