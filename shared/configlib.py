@@ -21,6 +21,10 @@ How a front end uses this module:
    the whole tree is built. Every error is a :class:`ConfigError` naming the source and the field.
 4. :func:`to_dict` gives the resolved config as plain data for dumping.
 
+Two rules keep a layer from silently resetting a section of an earlier one (a preset's ``sft:``, say):
+an empty mapping in a YAML file (``sft: {}``) is an empty subtree, so it merges as "nothing to change";
+a dataclass-typed section given as null (``sft:`` with nothing under it) is an error, not the defaults.
+
 Only the standard library is used here.
 """
 
@@ -110,8 +114,19 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+class _EmptyTree(dict):
+    """An empty mapping (``{}``) read from a file: an empty subtree ("nothing to change") that remembers
+    where it was written, so that an error about it (an unknown field) names the file and line."""
+
+    def __init__(self, origin: str):
+        super().__init__()
+        self.origin = origin
+
+
 def wrap(tree: Any, origin: str) -> Any:
     """Plain data -> tree whose leaves are :class:`Sourced` with ``origin`` (existing ``Sourced`` kept)."""
+    if isinstance(tree, _EmptyTree) and not tree:
+        return _EmptyTree(tree.origin)
     if isinstance(tree, Mapping):
         return {k: wrap(v, origin) for k, v in tree.items()}
     if isinstance(tree, Sourced):
@@ -129,7 +144,8 @@ def strip(tree: Any) -> Any:
 
 
 def first_origin(tree: Any) -> str | None:
-    """Origin of the first leaf of a tree (None when it has none)."""
+    """Origin of the first leaf of a tree (of an empty subtree read from a file: where it was written;
+    None when it has none)."""
     if isinstance(tree, Sourced):
         return tree.origin
     if isinstance(tree, Mapping):
@@ -137,6 +153,8 @@ def first_origin(tree: Any) -> str | None:
             o = first_origin(v)
             if o:
                 return o
+        if isinstance(tree, _EmptyTree):
+            return tree.origin
     return None
 
 
@@ -158,8 +176,11 @@ def merge(*trees: Mapping) -> dict:
     out: dict = {}
     for tree in trees:
         for k, v in tree.items():
-            if isinstance(v, Mapping):
-                out[k] = merge(out[k], v) if isinstance(out.get(k), dict) else merge(v)
+            prev = out.get(k)
+            if isinstance(v, _EmptyTree) and not v and not (isinstance(prev, dict) and prev):
+                out[k] = _EmptyTree(v.origin)  # `{}` from a file over nothing (or a leaf): keep its origin
+            elif isinstance(v, Mapping):
+                out[k] = merge(prev, v) if isinstance(prev, dict) else merge(v)
             else:
                 out[k] = v
     return out
@@ -203,9 +224,10 @@ def _line(source: str, node: Any) -> str:
 def sourced_tree_from_nodes(node: Any, source: str, construct: Callable[[Any], Any]) -> dict:
     """Tree of a composed YAML document (PyYAML's ``yaml.compose``), each leaf :class:`Sourced` with
     ``<source> line N``. Nodes are duck-typed (``id`` is ``mapping``/``scalar``/``sequence``, ``value``,
-    ``start_mark.line``); ``construct(node)`` turns a leaf node into its Python value. A mapping with
-    entries becomes a dict; anything else (scalars, sequences, ``{}``) is a leaf. Keys must be plain
-    scalars and unique."""
+    ``start_mark.line``); ``construct(node)`` turns a leaf node into its Python value. A mapping becomes a
+    dict, an empty one (``{}``) included: an empty subtree, which :func:`merge` takes as "nothing to
+    change" and :func:`build` as the field's default (an empty dict for a dict-typed field). Anything else
+    (scalars, sequences, null) is a leaf. Keys must be plain scalars and unique."""
     if node is None:
         return {}
     if getattr(node, "id", None) != "mapping":
@@ -221,8 +243,8 @@ def _tree_from_mapping(node: Any, source: str, construct: Callable[[Any], Any]) 
         key = str(k.value)
         if key in out:
             raise ConfigError(f"{_line(source, k)}: duplicate key {key!r}")
-        if getattr(v, "id", None) == "mapping" and v.value:
-            out[key] = _tree_from_mapping(v, source, construct)
+        if getattr(v, "id", None) == "mapping":
+            out[key] = _tree_from_mapping(v, source, construct) if v.value else _EmptyTree(_line(source, v))
             continue
         origin = _line(source, v)
         try:
@@ -460,7 +482,9 @@ def build(cls: type, tree: Mapping | None = None, *, prefix: str = "", origins: 
     Errors (:class:`ConfigError`) name the origin and the dotted field: an unknown field (with a
     "did you mean" hint), an ill-typed value, a missing required field, an error raised by a
     ``__post_init__`` (a :class:`FieldError` names its field's origin) or by a ``validate()``.
-    A dataclass-typed field given as null or ``{}`` keeps its default.
+    A dataclass-typed section given as null is an error (not a silent reset of an earlier layer's section
+    to the defaults); given as an empty mapping, it keeps its default. Only fields annotated with a
+    dataclass are sections: for ``X | None`` null is None, and for ``dict[...]`` ``{}`` is an empty dict.
 
     Args:
         prefix: dotted name of ``cls``'s section in a larger config (used in messages).
@@ -489,8 +513,10 @@ def _build(cls: type, tree: Mapping, prefix: str, origins: dict[str, str]) -> An
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             if isinstance(val, Sourced):
                 v = val.value
-                if v is None or (isinstance(v, Mapping) and not v):
-                    continue  # `section:` with nothing under it: the defaults
+                if v is None:  # `section:` with nothing under it, or `section=null`
+                    raise ConfigError(f"{val.origin}: field {dotted}: expected a mapping of {tp.__name__} fields, got None")
+                if isinstance(v, Mapping) and not v:
+                    continue  # `section={}` as one value (an override): the default
                 if isinstance(v, tp):
                     kwargs[key] = v
                     origins[dotted] = val.origin
@@ -498,8 +524,9 @@ def _build(cls: type, tree: Mapping, prefix: str, origins: dict[str, str]) -> An
                     kwargs[key] = _build(tp, wrap(v, val.origin), dotted, origins)
                 else:
                     raise ConfigError(f"{val.origin}: field {dotted}: expected a mapping of {tp.__name__} fields, got {v!r}")
-            else:
+            elif val:
                 kwargs[key] = _build(tp, val, dotted, origins)
+            # an empty subtree (`section: {}` in a YAML file) keeps the field's default
         elif isinstance(val, Mapping):  # a dict-typed field written as a nested mapping
             origin = first_origin(val) or "config"
             kwargs[key] = _coerce(strip(val), tp, origin, dotted)

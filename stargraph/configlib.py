@@ -3,7 +3,8 @@ the string right below it), YAML presets with line numbers, ``--section.field`` 
 overrides.
 
 The machinery (sourced trees, merging, type checking, :func:`build`, ``--help`` from the docstrings)
-is :mod:`shared.configlib`, re-exported here. This module adds what is stargraph's own: PyYAML (values
+is :mod:`shared.configlib`, re-exported here; so are its rules that ``{}`` in a YAML file changes nothing
+and that a section given as null is an error. This module adds what is stargraph's own: PyYAML (values
 of files, flags and ``--set`` are parsed as YAML), the ``--set`` origins (``--set sft.lr``), the
 ``--help`` style (``a|b`` literals, ``default None``) and :func:`dump_yaml` for ``config.yaml``.
 Errors are :class:`ConfigError`\\s naming the source (file and line, or the flag) and the field.
@@ -12,10 +13,7 @@ Errors are :class:`ConfigError`\\s naming the source (file and line, or the flag
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
-import typing
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from shared import configlib as _core
 from shared.configlib import (  # noqa: F401  (re-exported: stargraph's modules and tests use them)
     ConfigError,
     Sourced,
+    build,
     coerce,
     field_docs,
     merge,
@@ -36,45 +35,8 @@ from shared.configlib import (  # noqa: F401  (re-exported: stargraph's modules 
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Load a YAML mapping; every leaf becomes :class:`Sourced` with ``<path> line N``.
-
-    An empty mapping (``{}``) is an empty subtree, not a leaf: it merges as "nothing to change" and
-    builds a section's defaults."""
-    return _empty_mappings_as_trees(_core.load_yaml_file(path, yaml))
-
-
-def _empty_mappings_as_trees(tree: dict) -> dict:
-    out: dict = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out[k] = _empty_mappings_as_trees(v)
-        elif isinstance(v, Sourced) and isinstance(v.value, dict) and not v.value:
-            out[k] = {}
-        else:
-            out[k] = v
-    return out
-
-
-def build(cls: type, tree: Mapping | None = None) -> Any:
-    """:func:`shared.configlib.build`, except that a section given as null (``sft:`` with nothing under it)
-    is an error, as it always was in stargraph, rather than a silent reset of the preset's section to the
-    dataclass defaults."""
-    _reject_null_sections(cls, tree or {}, "")
-    return _core.build(cls, tree)
-
-
-def _reject_null_sections(cls: type, tree: Mapping, prefix: str) -> None:
-    hints = typing.get_type_hints(cls)
-    for key, val in tree.items():
-        tp, name = hints.get(key), f"{prefix}.{key}" if prefix else str(key)
-        if not (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
-            continue
-        if isinstance(val, Sourced) and val.value is None:
-            raise ConfigError(f"{val.origin}: field {name}: expected a mapping of {tp.__name__} fields, got None")
-        if isinstance(val, Sourced) and isinstance(val.value, Mapping):
-            val = wrap(val.value, val.origin)
-        if isinstance(val, Mapping):
-            _reject_null_sections(tp, val, name)
+    """Load a YAML mapping; every leaf becomes :class:`Sourced` with ``<path> line N`` (``{}`` is an empty subtree)."""
+    return _core.load_yaml_file(path, yaml)
 
 
 def parse_override(item: str, origin: str = "--set") -> tuple[list[str], Sourced]:

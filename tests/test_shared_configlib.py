@@ -161,7 +161,8 @@ def test_yaml_tree_records_file_and_line_of_every_leaf():
     assert tree["seed"] == Sourced(3, "my.yaml line 1")
     assert tree["optim"]["lr"] == Sourced("1e-4", "my.yaml line 3")
     assert tree["optim"]["betas"] == Sourced([0.8, 0.9], "my.yaml line 4")
-    assert tree["empty"] == Sourced({}, "my.yaml line 5")
+    assert tree["empty"] == {}  # an empty subtree ("nothing to change"), not a leaf; it keeps its origin
+    assert configlib.first_origin(tree["empty"]) == "my.yaml line 5"
     assert tree["nothing"].value is None
     assert _yaml("") == {} and _yaml("# only a comment\n") == {}
 
@@ -211,8 +212,9 @@ def test_build_fills_defaults_and_converts():
     assert cfg.arms == [Arm("a"), Arm("b", 3.0)] and cfg.shape == (4, 5)
     assert configlib.build(Run) == Run()
     assert configlib.build(Run, {"seed": 1, "optim": {"lr": 0.5}}).optim.lr == 0.5  # plain dicts work too
-    # A section given as null or {} keeps its defaults; an instance is taken as is.
-    assert configlib.build(Run, _yaml("optim:\n")).optim == Optim()
+    # A section given as {} keeps its defaults (null is an error, see below); an instance is taken as is.
+    assert configlib.build(Run, _yaml("optim: {}\n")).optim == Optim()
+    assert configlib.build(Run, configlib.overrides_tree(["optim={}"], yaml.safe_load)).optim == Optim()
     assert configlib.build(Run, {"optim": Sourced(Optim(lr=0.25), "code")}).optim.lr == 0.25
 
 
@@ -222,6 +224,7 @@ def test_build_fills_defaults_and_converts():
         ("seed: 1\noptim:\n  lr: fast\n", "my.yaml line 3: field optim.lr: expected a number, got 'fast'"),
         ("optim:\n  lrr: 1\n", "my.yaml line 2: unknown field 'optim.lrr'; did you mean 'optim.lr'?"),
         ("zzz: 1\n", "my.yaml line 1: unknown field 'zzz'; known: arms, optim, seed, shape, steps, tags"),
+        ("seed: 1\noptimm: {}\n", "my.yaml line 2: unknown field 'optimm'; did you mean 'optim'?"),
         ("derived: 1\n", "unknown field 'derived'"),  # init=False fields are not settable
         ("optim: 3\n", "my.yaml line 1: field optim: expected a mapping of Optim fields, got 3"),
         ("optim:\n  schedule: linear\n", "my.yaml line 2: field optim.schedule: expected one of ['constant', 'cosine']"),
@@ -241,6 +244,74 @@ def test_build_errors_name_origin_and_field(text, message):
     with pytest.raises(ConfigError) as e:
         configlib.build(Run, _yaml(text))
     assert message in str(e.value)
+
+
+@dataclass
+class Study:
+    run: Run = field(default_factory=Run)
+    """A nested section."""
+    extra: Optim | None = None
+    """An optional section: null is a real value here."""
+    notes: dict[str, Any] = field(default_factory=lambda: {"a": 1})
+    """A dict-typed field: {} is a real value here."""
+
+
+def test_empty_mapping_in_a_yaml_file_keeps_the_earlier_layers_values():
+    preset = _yaml("seed: 3\noptim:\n  lr: 0.5\n  schedule: cosine\n", "preset p")
+    expected = configlib.build(Run, preset)
+    for text in ("optim: {}\n", "optim: {}\ntags: {}\n", "{}\n"):
+        assert configlib.build(Run, configlib.merge(preset, _yaml(text))) == expected, text
+    nested = _yaml("run:\n  optim:\n    lr: 0.5\n", "preset p")
+    for text in ("run: {}\n", "run:\n  optim: {}\n"):
+        assert configlib.build(Study, configlib.merge(nested, _yaml(text))).run.optim.lr == 0.5, text
+    # Alone, {} is the field's default; for a dict-typed field, an empty dict.
+    origins: dict[str, str] = {}
+    assert configlib.build(Run, configlib.merge(_yaml("optim: {}\ntags: {}\n")), origins=origins) == Run()
+    assert origins == {"tags": "my.yaml line 2"}
+    assert configlib.build(Study, _yaml("notes: {}\n")).notes == {}
+
+
+_PRESETS = {Run: "optim:\n  lr: 0.5\n", Study: "run:\n  optim:\n    lr: 0.5\n"}
+
+
+@pytest.mark.parametrize(
+    "cls, text, message",
+    [
+        (Run, "seed: 1\noptim:\n", "my.yaml line 2: field optim: expected a mapping of Optim fields, got None"),
+        (Run, "optim: null\n", "my.yaml line 1: field optim: expected a mapping of Optim fields, got None"),
+        (Study, "run:\n  seed: 2\n  optim:\n", "my.yaml line 3: field run.optim: expected a mapping of Optim fields, got None"),
+        (Study, "run:\n", "my.yaml line 1: field run: expected a mapping of Run fields, got None"),
+    ],
+)
+def test_null_section_is_an_error_naming_file_line_and_field(cls, text, message):
+    """Not a silent reset of the preset's section to the defaults."""
+    preset = _yaml(_PRESETS[cls], "preset p")
+    with pytest.raises(ConfigError) as e:
+        configlib.build(cls, configlib.merge(preset, _yaml(text)))
+    assert str(e.value) == message
+
+
+def test_null_section_from_an_override_is_an_error():
+    for items, message in [
+        (["optim=null"], "override optim=null: field optim: expected a mapping of Optim fields, got None"),
+        (["run={optim: null}"], "override run={optim: null}: field run.optim: expected a mapping of Optim fields, got None"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            configlib.build(Study if items[0].startswith("run") else Run, configlib.overrides_tree(items, yaml.safe_load))
+        assert str(e.value) == message
+
+
+def test_null_and_empty_mapping_stay_values_for_optional_and_dict_fields():
+    """Only dataclass-typed fields are sections: `X | None` takes null, `dict` takes {} (alone) as a value."""
+    preset = _yaml("extra:\n  lr: 0.5\nnotes: {b: 2}\n", "preset p")
+    assert configlib.build(Study, preset).extra == Optim(lr=0.5)
+    assert configlib.build(Study, configlib.merge(preset, _yaml("extra:\n"))).extra is None
+    assert configlib.build(Study, configlib.merge(preset, _yaml("extra: {}\n"))).extra == Optim(lr=0.5)
+    assert configlib.build(Study, _yaml("extra: {}\n")).extra == Optim()
+    assert configlib.build(Study, _yaml("notes: {}\n")).notes == {}
+    assert configlib.build(Study, configlib.merge(preset, _yaml("notes: {c: 3}\n"))).notes == {"b": 2, "c": 3}
+    with pytest.raises(ConfigError, match="^my.yaml line 1: field notes: expected a mapping, got None$"):
+        configlib.build(Study, _yaml("notes:\n"))
 
 
 def test_validate_error_for_a_default_value_says_so():
