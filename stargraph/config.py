@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 from . import configlib
+from shared.configlib import inherit
+
 from .configlib import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -345,14 +347,7 @@ def preset_path(name: str) -> Path:
 
 def load_raw(path: Path, seen: tuple[str, ...] = ()) -> dict:
     """A YAML config tree; an ``inherit: <preset>`` key merges that preset underneath."""
-    tree = configlib.load_yaml(path)
-    parent = tree.pop("inherit", None)
-    if parent is not None:
-        name = parent.value
-        if name in seen:
-            raise ConfigError(f"{parent.origin}: preset inheritance cycle through {name!r}")
-        tree = configlib.merge(load_raw(preset_path(name), seen + (name,)), tree)
-    return tree
+    return inherit(configlib.load_yaml(path), "inherit", lambda name, chain: load_raw(preset_path(name), chain), seen)
 
 
 def section(tree: dict, key: str | None) -> dict:
