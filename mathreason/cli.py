@@ -3,6 +3,7 @@
     mathreason <stage> --config FILE_OR_PRESET [section.field=value ...] [--section.field VALUE ...]
     mathreason pipeline --config FILE_OR_PRESET [--stages sft,sample,...] [overrides]
     mathreason show-config --config FILE_OR_PRESET [overrides]     # the resolved config as YAML
+    mathreason <stage|pipeline> ... --print-config                 # the same, as stargraph's commands do
     mathreason status --config FILE_OR_PRESET [overrides]          # what each stage recorded
     mathreason presets                                            # the packaged presets
     mathreason configs-dir                                        # folder of the accelerate/DeepSpeed configs
@@ -41,8 +42,10 @@ STAGE_HELP = {
 }
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, *, print_config: bool = True) -> None:
     p.add_argument("--config", required=True, help="YAML config file or preset name (%s)" % ", ".join(available_presets()))
+    if print_config:
+        p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit (runs nothing)")
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides (values parsed as YAML)")
     configlib.add_arguments(p, Config, title="config fields (each also settable as section.field=value)")
 
@@ -65,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run stages even if their outputs are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
-    _add_config_args(p)
+    _add_config_args(p, print_config=False)
     p = sub.add_parser("status", help="print what each stage of a run folder recorded")
-    _add_config_args(p)
+    _add_config_args(p, print_config=False)
     sub.add_parser("presets", help="list the packaged presets")
     sub.add_parser("configs-dir", help="print the folder of the shipped accelerate (FSDP, ZeRO-3) and DeepSpeed configs")
     return parser
@@ -106,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         print(resources.files("mathreason") / "configs")
         return 0
     cfg = _load(args)
-    if args.command == "show-config":
+    if args.command == "show-config" or getattr(args, "print_config", False):
         sys.stdout.write(dump_yaml(cfg))
         return 0
     from mathreason.runs import RunFolder, atomic_write_text, is_main_process

@@ -24,6 +24,8 @@ How a front end uses this module:
 Two rules keep a layer from silently resetting a section of an earlier one (a preset's ``sft:``, say):
 an empty mapping in a YAML file (``sft: {}``) is an empty subtree, so it merges as "nothing to change";
 a dataclass-typed section given as null (``sft:`` with nothing under it) is an error, not the defaults.
+Overrides follow the same rules: a mapping value (``--set sft={lr: 1}``) merges into the section like
+the same mapping in a file would (see :func:`as_subtree`), and ``--set sft={}`` changes nothing.
 
 Only the standard library is used here.
 """
@@ -55,6 +57,7 @@ __all__ = [
     "default_repr",
     "field_docs",
     "field_help",
+    "as_subtree",
     "first_origin",
     "flags_from_args",
     "flags_tree",
@@ -320,15 +323,32 @@ def parse_override(
     return parts, Sourced(value, origin or f"{label} {key}={raw}")
 
 
+def as_subtree(val: Sourced) -> Any:
+    """An override's value as it enters the merge: a mapping becomes a subtree (its leaves keep the
+    override's origin), so ``sft={lr: 1}`` changes ``sft.lr`` and leaves the section's other fields as the
+    preset/file set them, exactly as the same mapping written in a YAML file would; ``{}`` changes nothing
+    (as in a file). Any other value (a list, a scalar, null) replaces what was there."""
+    if isinstance(val.value, Mapping):
+        return wrap(val.value, val.origin) if val.value else _EmptyTree(val.origin)
+    return val
+
+
 def overrides_tree(
     items: Iterable[str], value_parser: Callable[[str], Any] = parse_value, *, label: str = "override"
 ) -> dict:
-    """Tree of ``a.b=value`` items (later items win)."""
+    """Tree of ``a.b=value`` items (later items win; a mapping value merges, see :func:`as_subtree`)."""
     tree: dict = {}
     for item in items:
         path, val = parse_override(item, value_parser, label=label)
-        set_path(tree, path, val)
+        tree = merge(tree, _nest(path, as_subtree(val)))
     return tree
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    """``{path[0]: {path[1]: ... value}}``."""
+    for p in reversed(path[1:]):
+        value = {p: value}
+    return {path[0]: value}
 
 
 def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = parse_value) -> dict:
@@ -343,7 +363,7 @@ def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = pa
                     value = value_parser(raw)
                 except Exception as e:
                     raise ConfigError(f"--{name} {raw!r}: cannot parse the value ({e})") from e
-        set_path(tree, name.split("."), Sourced(value, f"--{name}"))
+        tree = merge(tree, _nest(name.split("."), as_subtree(Sourced(value, f"--{name}"))))
     return tree
 
 

@@ -65,5 +65,6 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
     flags = _core.flags_tree(_core.flags_from_args(ns), yaml.safe_load)
     sets: dict = {}
     for item in getattr(ns, "set", None) or []:
-        set_path(sets, *parse_override(item))
+        path, val = parse_override(item)
+        sets = merge(sets, _core._nest(path, _core.as_subtree(val)))
     return merge(flags, sets)

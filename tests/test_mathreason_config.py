@@ -109,3 +109,11 @@ def test_resolved_yaml_is_plain_yaml():
     data = yaml.safe_load(dump_yaml(load_config("gsm8k")))
     assert data["model"]["name_or_path"] == "deepseek-ai/deepseek-math-7b-base"
     assert data["sample"]["backend"]["enable_prefix_caching"] is True
+
+
+def test_a_mapping_override_changes_only_the_fields_it_names():
+    base = load_config("tiny")
+    cfg = load_config("tiny", ["sft={learning_rate: 2.0e-4}"])
+    assert cfg.sft.learning_rate == 2e-4
+    assert dataclasses.replace(cfg.sft, learning_rate=base.sft.learning_rate) == base.sft  # the rest is the preset's
+    assert load_config("tiny", ["sft={}"]) == base

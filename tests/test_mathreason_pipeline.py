@@ -227,8 +227,15 @@ def test_status_and_show_config(tmp_path, capsys):
     assert main(["status", "--config", "tiny", f"run_dir={tmp_path / 'run'}"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["stage"] for x in lines] == list(STAGES) and all(x["status"] == "not run" for x in lines)
-    assert main(["show-config", "--config", "tiny", "--sample.n", "3"]) == 0
-    assert "n: 3" in capsys.readouterr().out
+    args = ["--config", "tiny", "--sample.n", "3", f"run_dir={tmp_path / 'p'}"]
+    assert main(["show-config", *args]) == 0
+    shown = capsys.readouterr().out
+    assert "n: 3" in shown
+    # Every stage (and pipeline) also takes --print-config, as stargraph's commands do: same YAML, nothing run.
+    for cmd in ("sft", "pipeline"):
+        assert main([cmd, *args, "--print-config"]) == 0
+        assert capsys.readouterr().out == shown
+        assert not (tmp_path / "p").exists()
     assert main(["configs-dir"]) == 0
     folder = Path(capsys.readouterr().out.strip())
     assert {"fsdp.yaml", "zero3.yaml", "ds_zero3.json"} <= {p.name for p in folder.iterdir()}

@@ -468,3 +468,27 @@ def test_flags_from_the_command_line_are_type_checked_at_build():
     bad = configlib.flags_from_args(parser.parse_args(["--seed", "many"]))
     with pytest.raises(ConfigError, match=r"^--seed: field seed: expected an integer, got 'many'"):
         configlib.build(Run, configlib.flags_tree(bad, yaml.safe_load))
+
+
+def test_a_mapping_override_merges_like_the_same_mapping_in_a_file():
+    """``--set optim={lr: 0.25}`` changes optim.lr only; the section's other fields keep the earlier
+    layers' values (it used to reset them to the defaults), with the override's origin on what it set."""
+    preset = _yaml("seed: 3\noptim:\n  lr: 0.5\n  schedule: cosine\n  betas: [0.8, 0.9]\n", "preset p")
+    origins: dict[str, str] = {}
+    over = configlib.overrides_tree(["optim={lr: 0.25}"], yaml.safe_load)
+    cfg = configlib.build(Run, configlib.merge(preset, over), origins=origins)
+    assert cfg.optim == Optim(lr=0.25, betas=[0.8, 0.9], schedule="cosine") and cfg.seed == 3
+    assert origins["optim.lr"] == "override optim={lr: 0.25}" and origins["optim.schedule"] == "preset p line 4"
+    # Same result as the mapping written in a file.
+    assert cfg == configlib.build(Run, configlib.merge(preset, _yaml("optim: {lr: 0.25}\n")))
+    # {} changes nothing; later items win whichever form they take; a list value still replaces.
+    assert configlib.build(Run, configlib.merge(preset, configlib.overrides_tree(["optim={}"], yaml.safe_load))) == configlib.build(Run, preset)
+    for items, lr in [(["optim={lr: 0.1}", "optim.lr=0.2"], 0.2), (["optim.lr=0.2", "optim={lr: 0.1}"], 0.1)]:
+        assert configlib.build(Run, configlib.merge(preset, configlib.overrides_tree(items, yaml.safe_load))).optim.lr == lr
+    assert configlib.build(Run, configlib.merge(preset, configlib.overrides_tree(["optim={betas: [0.1]}"], yaml.safe_load))).optim.betas == [0.1]
+    # Nested sections merge at every level; a bad field inside the mapping names the override.
+    nested = _yaml("run:\n  seed: 4\n  optim:\n    lr: 0.5\n    schedule: cosine\n", "preset p")
+    study = configlib.build(Study, configlib.merge(nested, configlib.overrides_tree(["run={optim: {lr: 0.1}}"], yaml.safe_load)))
+    assert study.run.seed == 4 and study.run.optim.lr == 0.1 and study.run.optim.schedule == "cosine"
+    with pytest.raises(ConfigError, match=r"^override optim=\{lrr: 1\}: unknown field 'optim.lrr'; did you mean 'optim.lr'"):
+        configlib.build(Run, configlib.merge(preset, configlib.overrides_tree(["optim={lrr: 1}"], yaml.safe_load)))

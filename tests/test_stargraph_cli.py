@@ -226,3 +226,12 @@ def test_sweep_only_keeps_the_matching_points(tmp_path):
     assert len(plan(one, tmp_path)[0]) == 1
     with pytest.raises(ValueError, match="only"):
         resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={"only": configlib.Sourced([{"objectiv": "sft"}], "t")})
+
+
+def test_a_mapping_set_changes_only_the_fields_it_names():
+    tiny = resolve(TrainConfig, preset="tiny", config_file=None, overrides={}, preset_section="train")
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={lr: 0.01}"]))
+    cfg = resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train")
+    assert cfg.sft.lr == 0.01 and cfg.sft.steps == tiny.sft.steps and cfg.model == tiny.model
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={}"]))
+    assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train") == tiny
