@@ -65,6 +65,7 @@ __all__ = [
     "leaf_fields",
     "load_yaml_file",
     "merge",
+    "merge_override",
     "overrides_tree",
     "parse_override",
     "parse_value",
@@ -340,15 +341,17 @@ def overrides_tree(
     tree: dict = {}
     for item in items:
         path, val = parse_override(item, value_parser, label=label)
-        tree = merge(tree, _nest(path, as_subtree(val)))
+        tree = merge_override(tree, path, val)
     return tree
 
 
-def _nest(path: list[str], value: Any) -> dict:
-    """``{path[0]: {path[1]: ... value}}``."""
-    for p in reversed(path[1:]):
-        value = {p: value}
-    return {path[0]: value}
+def merge_override(tree: Mapping, path: list[str], val: Sourced) -> dict:
+    """``tree`` with the override ``path = val`` merged in (a new tree; a mapping value merges, see
+    :func:`as_subtree`). Use this, not :func:`set_path`, for anything a user wrote as ``a.b=value``."""
+    node: Any = as_subtree(val)
+    for p in reversed(path):
+        node = {p: node}
+    return merge(tree, node)
 
 
 def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = parse_value) -> dict:
@@ -363,7 +366,7 @@ def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = pa
                     value = value_parser(raw)
                 except Exception as e:
                     raise ConfigError(f"--{name} {raw!r}: cannot parse the value ({e})") from e
-        tree = merge(tree, _nest(name.split("."), as_subtree(Sourced(value, f"--{name}"))))
+        tree = merge_override(tree, name.split("."), Sourced(value, f"--{name}"))
     return tree
 
 

@@ -27,6 +27,7 @@ from shared.configlib import (  # noqa: F401  (re-exported: stargraph's modules 
     coerce,
     field_docs,
     merge,
+    merge_override,
     set_path,
     strip,
     to_dict,
@@ -65,6 +66,5 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
     flags = _core.flags_tree(_core.flags_from_args(ns), yaml.safe_load)
     sets: dict = {}
     for item in getattr(ns, "set", None) or []:
-        path, val = parse_override(item)
-        sets = merge(sets, _core._nest(path, _core.as_subtree(val)))
+        sets = _core.merge_override(sets, *parse_override(item))
     return merge(flags, sets)

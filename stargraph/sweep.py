@@ -38,10 +38,9 @@ POOL_FREE = ("sft", "sft_critical")
 
 def _apply(cls, base, overrides: dict, origin: str):
     tree = configlib.wrap(configlib.to_dict(base), origin)
-    over: dict = {}
     for k, v in overrides.items():
-        configlib.set_path(over, k.split("."), configlib.Sourced(v, f"{origin} {k}"))
-    return configlib.build(cls, configlib.merge(tree, over))
+        tree = configlib.merge_override(tree, k.split("."), configlib.Sourced(v, f"{origin} {k}"))
+    return configlib.build(cls, tree)
 
 
 def _split_variant(over: dict) -> tuple[dict, dict]:

@@ -4,6 +4,7 @@ tiny preset (every output file), ``figures`` offline, and a resumable ``sweep``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -198,6 +199,10 @@ def test_throughput_benchmark_emits_json(tmp_path, capsys):
     assert res["model"]["params"] > 0 and "python train.py" in res["ntf_command"]
     lines = (ntf / "deg_2_path_3_nodes_10_train_200000.txt").read_text().splitlines()
     assert len(lines) == 200 and "/" in lines[0] and "=" in lines[0]
+    # --export-only writes the same files and times nothing.
+    assert mod.main(["--preset", "tiny", "--device", "cpu", "--out", str(out), "--export-ntf", str(tmp_path / "only"), "--export-only"]) == 0
+    assert (tmp_path / "only" / "deg_2_path_3_nodes_10_train_200000.txt").read_text().splitlines() == lines
+    assert "train_samples_per_s" not in json.loads(out.read_text())
 
 
 def test_stargraph_never_imports_transformers_or_vllm():
@@ -235,3 +240,16 @@ def test_a_mapping_set_changes_only_the_fields_it_names():
     assert cfg.sft.lr == 0.01 and cfg.sft.steps == tiny.sft.steps and cfg.model == tiny.model
     over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={}"]))
     assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train") == tiny
+
+
+def test_sweep_variant_mapping_values_merge_into_the_section():
+    """A variant (or reproduce arm) written as {train.model: {n_layer: 1}} changes that field only."""
+    from stargraph.sweep import plan
+
+    cfg = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={})
+    flat = replace(cfg, variants={"v": {"train.model.n_layer": 1}})
+    nested = replace(cfg, variants={"v": {"train.model": {"n_layer": 1}}})
+    (a, *_), _ = plan(flat, Path("/nonexistent"))
+    (b, *_), _ = plan(nested, Path("/nonexistent"))
+    assert a.cfg.model.n_layer == b.cfg.model.n_layer == 1 and b.cfg.model == a.cfg.model
+    assert b.cfg.model.n_embd == cfg.train.model.n_embd
