@@ -123,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from stargraph import configlib
 
-    over: dict = {}
-    for item in args.set:
-        over = configlib.merge_override(over, *configlib.parse_override(item))
-    cfg = resolve(TrainConfig, preset=args.preset, config_file=None, overrides=over, preset_section="train")
+    cfg = resolve(TrainConfig, preset=args.preset, config_file=None, overrides=configlib.sets_tree(args.set), preset_section="train")
     cfg = replace(cfg, runtime=replace(cfg.runtime, device=args.device, threads=args.threads))
     if args.threads > 0:
         torch.set_num_threads(args.threads)

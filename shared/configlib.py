@@ -65,6 +65,7 @@ __all__ = [
     "leaf_fields",
     "load_yaml_file",
     "merge",
+    "merge_dotted",
     "merge_override",
     "overrides_tree",
     "parse_override",
@@ -352,6 +353,15 @@ def merge_override(tree: Mapping, path: list[str], val: Sourced) -> dict:
     for p in reversed(path):
         node = {p: node}
     return merge(tree, node)
+
+
+def merge_dotted(tree: Mapping, values: Mapping[str, Any], origin: str) -> dict:
+    """``tree`` with ``{"a.b": value, ...}`` merged in as overrides (see :func:`merge_override`), each
+    from ``f"{origin}{key}"`` (a sweep variant's or a reproduce arm's ``set:`` mapping)."""
+    out = dict(tree)
+    for k, v in values.items():
+        out = merge_override(out, k.split("."), Sourced(v, f"{origin}{k}"))
+    return out
 
 
 def flags_tree(flags: Mapping[str, Any], value_parser: Callable[[str], Any] = parse_value) -> dict:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from . import configlib
 from shared.configlib import inherit
 
+from . import configlib
 from .configlib import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"

@@ -27,7 +27,7 @@ from shared.configlib import (  # noqa: F401  (re-exported: stargraph's modules 
     coerce,
     field_docs,
     merge,
-    merge_override,
+    merge_dotted,
     set_path,
     strip,
     to_dict,
@@ -64,7 +64,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, title: str | 
 def overrides_from_args(ns: argparse.Namespace) -> dict:
     """Raw tree of the ``--a.b`` flags and ``--set`` items that were given (``--set`` wins)."""
     flags = _core.flags_tree(_core.flags_from_args(ns), yaml.safe_load)
-    sets: dict = {}
-    for item in getattr(ns, "set", None) or []:
-        sets = _core.merge_override(sets, *parse_override(item))
-    return merge(flags, sets)
+    return merge(flags, sets_tree(getattr(ns, "set", None) or []))
+
+
+def sets_tree(items: list[str]) -> dict:
+    """Tree of ``--set a.b=value`` items (values parsed as YAML; later items win; a mapping value merges
+    into its section, see :func:`shared.configlib.as_subtree`)."""
+    tree: dict = {}
+    for item in items:
+        tree = _core.merge_override(tree, *parse_override(item))
+    return tree

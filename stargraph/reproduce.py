@@ -38,10 +38,7 @@ def arm_dir(run_dir: Path, seed: int, arm: str) -> Path:
 def arm_config(cfg: ReproduceConfig, arm: ArmConfig, seed: int, run_dir: Path) -> PostTrainConfig:
     """The posttrain config of one arm and seed: defaults < arm overrides; init from the SFT checkpoint."""
     base = configlib.wrap(configlib.to_dict(cfg.posttrain), "reproduce posttrain")
-    tree = base
-    for k, v in arm.set.items():
-        tree = configlib.merge_override(tree, k.split("."), configlib.Sourced(v, f"arm {arm.name!r} set.{k}"))
-    pt = configlib.build(PostTrainConfig, tree)
+    pt = configlib.build(PostTrainConfig, configlib.merge_dotted(base, arm.set, f"arm {arm.name!r} set."))
     init = sft_dir(run_dir, seed) / f"ckpt_{arm.init_step}.pt"
     return replace(pt, init=str(init), seed=seed, runtime=cfg.runtime)
 

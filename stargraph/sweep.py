@@ -38,9 +38,7 @@ POOL_FREE = ("sft", "sft_critical")
 
 def _apply(cls, base, overrides: dict, origin: str):
     tree = configlib.wrap(configlib.to_dict(base), origin)
-    for k, v in overrides.items():
-        tree = configlib.merge_override(tree, k.split("."), configlib.Sourced(v, f"{origin} {k}"))
-    return configlib.build(cls, tree)
+    return configlib.build(cls, configlib.merge_dotted(tree, overrides, f"{origin} "))
 
 
 def _split_variant(over: dict) -> tuple[dict, dict]:

@@ -45,46 +45,41 @@ echo "[bench] smoke=$SMOKE threads=$THREADS bs=$BS steps=$STEPS warmup=$WARMUP m
 awk -v l="${LOAD_BEFORE%% *}" 'BEGIN{ if (l > 0.5) print "[bench] WARNING: 1-min load average " l " > 0.5: the machine is not idle, numbers will be low/noisy" }'
 
 # ---------------------------------------------------------------- data (NTF text format, from our exporter)
+# The graphs our side trains on (same data settings, same seed), written where their loader looks.
 GDIR=$NTF_DIR/data/datasets/graphs
-NAME=deg_${DEG}_path_${PATH_LEN}_nodes_${NUM_NODES}
-TRAIN_TXT=$GDIR/${NAME}_train_200000.txt; TEST_TXT=$GDIR/${NAME}_test_20000.txt
-have=$( [ -f "$TRAIN_TXT" ] && wc -l < "$TRAIN_TXT" || echo 0 )
-have_test=$( [ -f "$TEST_TXT" ] && wc -l < "$TEST_TXT" || echo 0 )
-if [ "$have" -lt "$NTRAIN" ] || [ "$have_test" -lt "$NTEST" ]; then
-  EXP_TRAIN=$(( NTRAIN > 12800 ? NTRAIN : 12800 ))
-  echo "[bench] exporting $EXP_TRAIN train / 1024 test graphs in NTF format to $GDIR (our exporter, tiny model, 1 step)"
-  ( cd "$MAIN" && "$PY" benchmarks/stargraph_throughput.py --preset paper --threads "$THREADS" --amp off \
-      --set sft.batch_size=$BS --set data.n_train=$EXP_TRAIN --set data.n_test=1024 --set data.n_eval_train=1024 \
-      --set model.n_layer=1 --set model.n_embd=16 --set model.n_head=2 --steps 1 --warmup 0 --eval-prompts 16 \
-      --export-ntf "$GDIR" ) > "$LOGS/export.log" 2>&1 || { echo "[bench] export failed, see $LOGS/export.log"; exit 1; }
-fi
+# (The benchmark draws its train set excluding its --eval-prompts test graphs: export with n_test = EVAL.)
+EVAL=256
+DATA_SETS=(--set data.degree=$DEG --set data.path_len=$PATH_LEN --set data.num_nodes=$NUM_NODES
+           --set data.n_train=$NTRAIN --set data.n_test=$EVAL --set data.n_eval_train=$NTEST)
+echo "[bench] exporting our $NTRAIN train / $EVAL test graphs in NTF format to $GDIR"
+( cd "$MAIN" && "$PY" benchmarks/stargraph_throughput.py --preset paper "${DATA_SETS[@]}" --export-ntf "$GDIR" --export-only ) \
+    > "$LOGS/export.log" 2>&1 || { echo "[bench] export failed, see $LOGS/export.log"; exit 1; }
 
 # ---------------------------------------------------------------- (a) NTF's train.py
 NTF_PYPATH=""
 "$PY" -c "import wandb" >/dev/null 2>&1 || NTF_PYPATH=$SCRIPT_DIR/stubs   # wandb only imported, never used
 echo "[bench] (a) NTF train.py: n_train=$NTRAIN (= $((STEPS+WARMUP)) steps of $BS), epochs 1, n_test=$NTEST"
 rm -f "$HERE/ntf_result.json"
-T0=$(date +%s.%N)
+T0=$EPOCHREALTIME
 PYTHONPATH=$NTF_PYPATH timeout "$SIDE_TIMEOUT" "$PY" "$SCRIPT_DIR/ntf_timed.py" --ntf-dir "$NTF_DIR" --threads "$THREADS" --warmup "$WARMUP" \
     --out "$HERE/ntf_result.json" -- \
     --model gpt --n_layer "$N_LAYER" --n_embd "$N_EMBD" --n_head "$N_HEAD" \
     --deg $DEG --path_len $PATH_LEN --num_nodes $NUM_NODES --n_train "$NTRAIN" --n_test "$NTEST" \
     --batch_size "$BS" --lr 0.0005 --epochs 1 > "$LOGS/ntf.log" 2>&1
 NTF_RC=$?
-NTF_WALL=$(echo "$(date +%s.%N) - $T0" | bc)
+NTF_WALL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
 [ $NTF_RC -eq 0 ] || { echo "[bench] NTF side failed (rc=$NTF_RC); tail of $LOGS/ntf.log:"; tail -20 "$LOGS/ntf.log"; }
 
 # ---------------------------------------------------------------- (b) ours
 echo "[bench] (b) ours: benchmarks/stargraph_throughput.py --preset paper, same model/batch/threads, --amp off"
 rm -f "$HERE/ours_result.json"
-T0=$(date +%s.%N)
+T0=$EPOCHREALTIME
 ( cd "$MAIN" && timeout "$SIDE_TIMEOUT" "$PY" benchmarks/stargraph_throughput.py --preset paper --threads "$THREADS" \
     --amp off --set sft.batch_size=$BS --set model.n_layer=$N_LAYER --set model.n_embd=$N_EMBD \
-    --set model.n_head=$N_HEAD --set data.degree=$DEG --set data.path_len=$PATH_LEN --set data.num_nodes=$NUM_NODES \
-    --set data.n_train=$NTRAIN --set data.n_test=$NTEST --set data.n_eval_train=$NTEST \
-    --steps "$STEPS" --warmup "$WARMUP" --eval-prompts 256 --out "$HERE/ours_result.json" ) > "$LOGS/ours.log" 2>&1
+    --set model.n_head=$N_HEAD "${DATA_SETS[@]}" \
+    --steps "$STEPS" --warmup "$WARMUP" --eval-prompts "$EVAL" --out "$HERE/ours_result.json" ) > "$LOGS/ours.log" 2>&1
 OURS_RC=$?
-OURS_WALL=$(echo "$(date +%s.%N) - $T0" | bc)
+OURS_WALL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')
 [ $OURS_RC -eq 0 ] || { echo "[bench] our side failed (rc=$OURS_RC); tail of $LOGS/ours.log:"; tail -20 "$LOGS/ours.log"; }
 
 # ---------------------------------------------------------------- combine
@@ -118,8 +113,8 @@ res = {
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S")},
     "details": {
         "ntf": {
-            "how": "NTF's unmodified train.py (--model gpt, epochs 1, n_train = (steps+warmup)*batch_size graphs from our "
-                   "exporter's NTF-format file) run in-process by benchmarks/ntf_side_by_side/ntf_timed.py, which wraps tqdm to timestamp each "
+            "how": "NTF's unmodified train.py (--model gpt, epochs 1, n_train = (steps+warmup)*batch_size graphs: our side's "
+                   "training graphs, exported in NTF's format) run in-process by benchmarks/ntf_side_by_side/ntf_timed.py, which wraps tqdm to timestamp each "
                    "batch request of the epoch-0 training loop; samples/s = sum of batch sizes of the timed steps / time from "
                    "the request of batch <warmup> to the end of the epoch. Includes their DataLoader (per-sample __getitem__ + "
                    "collate), full-sequence logits, loss.item(), accuracy(), GradScaler (disabled on CPU), AdamW (torch default).",
