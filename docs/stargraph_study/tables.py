@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 from pathlib import Path
+
+from shared import runio
 
 COLS = [
     ("train/acc", "train acc"),
@@ -27,14 +28,7 @@ COLS = [
 
 
 def last_eval(path: Path) -> tuple[dict | None, float | None]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "test/acc" in r:
-            rows.append(r)
+    rows = [r for r in runio.read_jsonl(path) if "test/acc" in r]  # a running point's torn tail is skipped
     if not rows:
         return None, None
     return rows[-1], max(r["test/acc"] for r in rows)
