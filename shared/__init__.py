@@ -34,7 +34,10 @@ _EXPORTS = {
         "mc_q_values", "best_of_k", "best_of_k_from_rollouts", "exact_q_values", "step_advantages",
         "first_pit", "steps_to_tokens", "steps_through_mask",
     ),
-    "pairs": ("Pair", "random_pairs", "max_edit_distance_pairs", "first_pit_pairs", "edit_distance"),
+    "pairs": (
+        "Pair", "random_pairs", "max_edit_distance_pairs", "first_pit_pairs", "edit_distance",
+        "PairRows", "PairBatch", "flatten_steps", "pair_token_rows", "collate_pair_rows",
+    ),
     "efficiency": ("fit_power_law", "predict_error", "equivalent_size", "data_efficiency"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -33,7 +33,7 @@ import torch
 from shared.advantages import first_pit, step_advantages, steps_to_tokens
 from shared.logprobs import token_logprobs
 from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
-from shared.pairs import PairStats, first_pit_pairs, max_edit_distance_pairs, random_pairs
+from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit_distance_pairs, pair_token_rows, random_pairs
 
 from . import runio
 from .config import PostTrainConfig
@@ -85,13 +85,6 @@ class Batches:
     kind: str  # "pairs" | "seqs" | "empty"
     n: int
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def _pad_rows(rows: list[list[int]], T: int, pad: int) -> torch.Tensor:
-    out = torch.full((len(rows), T), pad, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
 
 
 class PostTrainer:
@@ -214,7 +207,7 @@ class PostTrainer:
         g_np = pool.graph_M.numpy()
         order = np.argsort(g_np, kind="stable")
         bounds = np.flatnonzero(np.diff(g_np[order])) + 1
-        chosen_rows, rejected_rows, cmask, rmask = [], [], [], []
+        rows = []
         path_np = graphs.path_NL.cpu().numpy()
         resp_np = pool.resp_MS.numpy()
         correct_np = pool.correct_M.numpy()
@@ -237,25 +230,24 @@ class PostTrainer:
                 pits = [int(pit_np[r]) for r in neg_rows]
                 pairs = first_pit_pairs(positives, negatives, pits, construction=cfg.construction, seed=self.rng, stats=stats)
             prompt = self._prompt(graphs, g)
-            for pr in pairs:
-                chosen_rows.append(prompt + list(pr.prefix) + list(pr.chosen))
-                rejected_rows.append(prompt + list(pr.prefix) + list(pr.rejected))
-                cmask.append(self._span(len(pr.prefix), len(pr.chosen)))
-                rmask.append(self._span(len(pr.prefix), len(pr.rejected)))
-        n = len(chosen_rows)
+            rows.extend(pair_token_rows(prompt, pr) for pr in pairs)
+        n = len(rows)
         pool.stats["pool/pairs"] = n
         if stats.negatives_without_pit or stats.negatives_without_continuation:
             pool.stats["pool/dropped_no_pit"] = stats.negatives_without_pit
             pool.stats["pool/dropped_no_continuation"] = stats.negatives_without_continuation
         if n == 0:
             return Batches("empty", 0)
-        chosen = _pad_rows(chosen_rows, self.T, self.pad).to(self.device)
-        rejected = _pad_rows(rejected_rows, self.T, self.pad).to(self.device)
+        # Rows prompt + prefix + side, padded to T; the masks mark each side's own steps (not the shared
+        # prefix). Targets are the row positions P .. T - 1 (see _logps), so the masks are sliced there.
+        b = collate_pair_rows(rows, pad_id=self.pad, length=self.T)
+        chosen = b.chosen_BT.to(self.device)
+        rejected = b.rejected_BT.to(self.device)
         t = {
             "chosen": chosen,
             "rejected": rejected,
-            "chosen_mask": torch.stack(cmask).to(self.device),
-            "rejected_mask": torch.stack(rmask).to(self.device),
+            "chosen_mask": b.chosen_mask_BT[:, self.P :].contiguous().to(self.device),
+            "rejected_mask": b.rejected_mask_BT[:, self.P :].contiguous().to(self.device),
         }
         # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
         # target, source included (nothing else anchors the source copy that evaluation decodes).
@@ -263,12 +255,6 @@ class PostTrainer:
         t["ref_chosen"] = self._ref_logps(chosen)
         t["ref_rejected"] = self._ref_logps(rejected)
         return Batches("pairs", n, t)
-
-    def _span(self, prefix_steps: int, n_steps: int) -> torch.Tensor:
-        """``(L,)`` mask over target positions of ``n_steps`` steps after ``prefix_steps`` steps."""
-        m = torch.zeros(self.S + 1, dtype=torch.bool)
-        m[1 + prefix_steps : 1 + prefix_steps + n_steps] = True
-        return m
 
     @torch.no_grad()
     def _ref_logps(self, seqs: torch.Tensor) -> torch.Tensor:
