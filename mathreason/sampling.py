@@ -1,36 +1,49 @@
 """Sampling: one interface, two backends (vLLM on a GPU, transformers everywhere).
 
 Callers build :class:`Request` objects (a prompt as **token ids**, so a step prefix of an earlier
-sample is continued exactly as it was tokenised, plus one seed per wanted sample) and call
-:meth:`Sampler.generate` with :class:`SamplingParams`. Both backends return, per request, one
-:class:`Completion` per seed with the same schema:
+sample is continued exactly as it was tokenised, one seed per wanted sample, and optionally the
+request's own token budget) and call :meth:`Sampler.generate` with :class:`SamplingParams`. Both
+backends return, per request, one :class:`Completion` per seed with the same schema:
 
 ``text``
-    the decoded completion (special tokens skipped), cut before the first stop string;
+    always exactly ``tokenizer.decode(token_ids, skip_special_tokens=True)``;
 ``token_ids``
-    the generated ids: up to and including EOS, or up to the token that completed a stop string;
+    the generated ids: up to and including EOS when the sample ended with it (decode drops it); after
+    a stop string, the longest prefix of the generated ids whose decoded text is a prefix of the text
+    before the stop string (the tokens lying wholly before its first character: a token that straddles
+    the stop string's start is dropped, so ``text`` can be a few characters shorter than the text
+    before the stop string). Step prefixes and rejected responses built from ids therefore read
+    exactly like ``text``. See :func:`align_to_stop`;
 ``finish_reason``
-    ``"stop"`` (EOS or a stop string) or ``"length"`` (``max_tokens`` reached);
+    ``"stop"`` (EOS or a stop string) or ``"length"`` (the row's token cap reached);
 ``stop_reason``
     the stop string that matched, else ``None`` (as vLLM reports it);
 ``seed``
     the sample's seed.
 
-Identical ``(prompt, seed)`` rows are generated once and shared (with temperature 0, identical prompts
-are generated once whatever their seeds), which is what step-prefix rollouts need.
+A row's token cap is ``min(params.max_tokens, request.max_tokens)`` (step-prefix rollouts give each
+prefix the sample budget minus its length). Identical ``(prompt, seed, cap)`` rows are generated once
+and shared (with temperature 0, identical prompts with one cap are generated once whatever their
+seeds), which is what step-prefix rollouts need.
 
 Backends
 --------
 ``vllm`` -- ``LLM.generate`` on ``{"prompt_token_ids": ...}`` prompts with one
-``SamplingParams(n=1, temperature, top_p, max_tokens, stop, seed=<row seed>)`` per row, prefix caching
-on, tensor parallel size from the config. vLLM is imported only in this module, only when CUDA is
-available, and any exception at import means "not available".
+``SamplingParams(n=1, temperature, top_p, max_tokens=<row cap>, stop, seed=<row seed>)`` per row, prefix
+caching on, tensor parallel size from the config. vLLM is imported only in this module, only when
+CUDA is available, and any exception at import means "not available". vLLM does not reliably free
+GPU memory when its engine is deleted, so :func:`make_sampler` hosts every vLLM sampler in its own
+``spawn``-ed process (:class:`SubprocessSampler`); closing it ends that process, which frees the memory.
 
 ``transformers`` -- ``model.generate`` on left-padded batches with the KV cache. The random choice is
 made by a logits processor that adds Gumbel noise drawn from a ``torch.Generator`` per row (seeded by
 the row's seed) to the temperature-scaled, nucleus-filtered logits, and generation then takes the
 argmax, which is an exact sample from the same distribution. A row's random stream therefore depends
-only on its seed, never on the global RNG or on its batch neighbours.
+only on its seed, never on the global RNG or on its batch neighbours. A batch may mix token caps: it
+runs to its largest cap (rows stop early at their own caps) and every row is cut at its own cap, which
+for these per-row draws is exactly what generating the row alone with its cap would give. Stop strings
+are matched like vLLM does, in the decoded generated text only (not across the prompt's end, not in
+special tokens' text), by a stopping criterion that applies the same rule as the final cut.
 
 Reproducibility guarantees
 --------------------------
@@ -48,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,8 +74,10 @@ __all__ = [
     "Request",
     "Sampler",
     "SamplingParams",
+    "SubprocessSampler",
     "TransformersSampler",
     "VLLMSampler",
+    "align_to_stop",
     "backend_available",
     "make_sampler",
     "prompt_id",
@@ -104,22 +120,40 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """A prompt as token ids and one seed per wanted sample."""
+    """A prompt as token ids, one seed per wanted sample, and optionally the request's own token cap.
+
+    The cap of the request's rows is ``min(params.max_tokens, max_tokens)`` (see :meth:`cap`); a
+    step-prefix rollout passes the sample budget minus the prefix length.
+    """
 
     prompt_ids: tuple[int, ...]
     seeds: tuple[int, ...]
+    max_tokens: int | None
 
-    def __init__(self, prompt_ids: Sequence[int], seeds: Sequence[int]):
+    def __init__(self, prompt_ids: Sequence[int], seeds: Sequence[int], max_tokens: int | None = None):
         object.__setattr__(self, "prompt_ids", tuple(int(t) for t in prompt_ids))
         object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
         if not self.prompt_ids:
             raise ValueError("a request needs at least one prompt token")
         if not self.seeds:
             raise ValueError("a request needs at least one seed (one per sample)")
+        if max_tokens is not None:
+            if isinstance(max_tokens, bool) or int(max_tokens) != max_tokens:
+                raise ValueError(f"a request's max_tokens must be an integer or None, got {max_tokens!r}")
+            if max_tokens < 1:
+                raise ValueError(f"a request's max_tokens must be >= 1 (or None for params.max_tokens), got {max_tokens}")
+            max_tokens = int(max_tokens)
+        object.__setattr__(self, "max_tokens", max_tokens)
+
+    def cap(self, params: SamplingParams) -> int:
+        """The token cap of this request's rows under ``params``: ``min(params.max_tokens, max_tokens)``."""
+        return params.max_tokens if self.max_tokens is None else min(params.max_tokens, self.max_tokens)
 
 
 @dataclass
 class Completion:
+    """One sample; ``text == tokenizer.decode(token_ids, skip_special_tokens=True)`` (see the module docstring)."""
+
     text: str
     token_ids: list[int]
     finish_reason: str
@@ -137,25 +171,33 @@ class Completion:
         }
 
 
+Row = tuple[tuple[int, ...], int, int]
+"""One generation row: ``(prompt_ids, seed, token cap)``."""
+
+
 class Sampler(ABC):
     """Common interface of the sampling backends."""
 
     backend: str = "?"
 
     @abstractmethod
-    def _generate_rows(
-        self, rows: list[tuple[tuple[int, ...], int]], params: SamplingParams, progress: bool
-    ) -> list[Completion]:
-        """One completion per unique ``(prompt_ids, seed)`` row, in order."""
+    def _generate_rows(self, rows: list[Row], params: SamplingParams, progress: bool) -> list[Completion]:
+        """One completion per unique ``(prompt_ids, seed, cap)`` row, in order; a row's cap replaces
+        ``params.max_tokens``."""
 
     def generate(self, requests: Sequence[Request], params: SamplingParams, *, progress: bool = False) -> list[list[Completion]]:
-        """One list of completions per request, one completion per seed, in order."""
-        keys: list[list[tuple[tuple[int, ...], int]]] = []
-        unique: dict[tuple[tuple[int, ...], int], int] = {}
+        """One list of completions per request, one completion per seed, in order.
+
+        Rows are deduplicated on ``(prompt_ids, seed, cap)`` (the seed is ignored when greedy), where
+        ``cap = request.cap(params)``.
+        """
+        keys: list[list[Row]] = []
+        unique: dict[Row, int] = {}
         for req in requests:
+            cap = req.cap(params)
             row_keys = []
             for s in req.seeds:
-                key = (req.prompt_ids, 0 if params.greedy else s)
+                key = (req.prompt_ids, 0 if params.greedy else s, cap)
                 unique.setdefault(key, len(unique))
                 row_keys.append(key)
             keys.append(row_keys)
@@ -170,7 +212,7 @@ class Sampler(ABC):
         return result
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the model (GPU memory)."""
+        """Release the model (GPU memory). Idempotent."""
 
 
 # ---------------------------------------------------------------- transformers backend
@@ -223,26 +265,18 @@ class TransformersSampler(Sampler):
         eos_ids.add(tokenizer.eos_token_id)
         self.eos_ids = sorted(int(e) for e in eos_ids if e is not None)
 
-    def _generate_rows(self, rows, params, progress):
-        from transformers import GenerationConfig, LogitsProcessorList
+    def _generate_rows(self, rows: list[Row], params: SamplingParams, progress: bool) -> list[Completion]:
         from tqdm.auto import tqdm
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         # Longest prompts first (less padding); a stable order, so batches are a function of the rows.
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         out: list[Completion | None] = [None] * len(rows)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        gen_cfg = GenerationConfig(
-            max_new_tokens=params.max_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-            stop_strings=list(params.stop) or None,
-        )
         bar = tqdm(total=len(rows), desc="generate", unit="seq", disable=not progress, leave=False)
         for batch in batches:
             prompts = [rows[i][0] for i in batch]
+            caps = [rows[i][2] for i in batch]
             L = max(len(p) for p in prompts)
             ids_BL = torch.full((len(batch), L), self.pad_id, dtype=torch.long)
             mask_BL = torch.zeros((len(batch), L), dtype=torch.long)
@@ -257,6 +291,20 @@ class TransformersSampler(Sampler):
                     g.manual_seed(rows[i][1])
                     gens.append(g)
                 processors.append(_SeededSampling(params.temperature, params.top_p, gens))
+            # The batch runs to its largest cap; a row that reaches its own cap or a stop string is finished
+            # (padded from then on, like a row that hit EOS) and cut by _finish. Its draws depend only on its seed
+            # and step, so finishing neighbours early changes nothing for it.
+            gen_cfg = GenerationConfig(
+                max_new_tokens=max(caps),
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+                use_cache=True,
+            )
+            stopping = None
+            if params.stop or min(caps) < max(caps):
+                stopping = StoppingCriteriaList([_RowStops(L, caps, params.stop, self.tokenizer, self.eos_ids)])
             # generate() fills every unset field of gen_cfg from model.generation_config (a checkpoint may ship
             # do_sample, temperature, top_p, repetition_penalty, ...); a neutral one keeps decoding exactly ours.
             saved = self.model.generation_config
@@ -270,39 +318,120 @@ class TransformersSampler(Sampler):
                         attention_mask=mask_BL.to(self.device),
                         generation_config=gen_cfg,
                         logits_processor=processors,
-                        tokenizer=self.tokenizer if params.stop else None,
+                        stopping_criteria=stopping,
                     )
             finally:
                 self.model.generation_config = saved
             gen_BT = seqs[:, L:].tolist()
             for b, i in enumerate(batch):
-                out[i] = _finish(gen_BT[b], self.eos_ids, params, self.tokenizer, rows[i][1])
+                out[i] = _finish(gen_BT[b], self.eos_ids, caps[b], params.stop, self.tokenizer, rows[i][1])
             bar.update(len(batch))
         bar.close()
         return out  # type: ignore[return-value]
 
 
-def _finish(gen: list[int], eos_ids: Sequence[int], params: SamplingParams, tokenizer, seed: int) -> Completion:
-    """Cut a raw generated row at EOS / the first stop string; decide the finish reason (vLLM's rules)."""
+class _RowStops:
+    """Stopping criterion with :func:`_finish`'s rules: row ``b`` is finished once it has generated
+    ``caps[b]`` tokens, an EOS id, or ids whose decoded text (special tokens skipped) contains a stop string.
+
+    Unlike transformers' ``stop_strings`` (which matches raw token strings, special tokens' text included,
+    and also across the prompt's end), a row stops exactly when :func:`_finish` will find the stop string,
+    so a row is never cut short without a hit. Trailing U+FFFD (an incomplete multi-byte character, which
+    the next token may complete) is left out of the match, as vLLM's detokenizer holds such bytes back.
+    Each step decodes the rows still running (one ``batch_decode``); finished rows are not looked at again.
+    """
+
+    def __init__(self, prompt_len: int, caps: Sequence[int], stop: Sequence[str], tokenizer, eos_ids: Sequence[int]):
+        self.prompt_len = prompt_len
+        self.caps = list(caps)
+        self.stop = tuple(stop)
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        self.gen: list[list[int]] = [[] for _ in self.caps]
+        self.done = [False] * len(self.caps)
+        self.seen = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        n = input_ids.shape[1] - self.prompt_len
+        cols = input_ids[:, self.prompt_len + self.seen :].tolist()
+        self.seen = n
+        running = []
+        for b, new in enumerate(cols):
+            if self.done[b]:
+                continue
+            self.gen[b].extend(new)
+            if n >= self.caps[b] or any(t in self.eos_ids for t in new):
+                self.done[b] = True
+            elif self.stop:
+                running.append(b)
+        if running:
+            texts = self.tokenizer.batch_decode([self.gen[b] for b in running], skip_special_tokens=True)
+            for b, text in zip(running, texts):
+                text = text.rstrip("\ufffd")
+                if any(x in text for x in self.stop if x):
+                    self.done[b] = True
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def align_to_stop(token_ids: Sequence[int], text_before_stop: str, tokenizer) -> tuple[list[int], str]:
+    """The ids and text of a sample that hit a stop string: ``(ids, tokenizer.decode(ids))``.
+
+    ``token_ids`` are the generated ids (any that complete or follow the stop string included, no EOS);
+    ``text_before_stop`` is the sample's text before the stop string. ``ids`` is the longest prefix of
+    ``token_ids`` whose decoded text (special tokens skipped) is a prefix of ``text_before_stop``: the
+    tokens lying wholly before the stop string's first character. A token that straddles the stop
+    string's start is dropped, so the text returned is ``text_before_stop`` less at most that token's
+    leading characters. Used by both backends, so ``text == decode(token_ids)`` always holds.
+
+    Binary search over prefix decodes (``O(log n)`` decodes), on the prefix's text with trailing U+FFFD
+    removed (a prefix ending inside a multi-byte character decodes to replacement characters that the
+    next token turns into the real one), then a step back over any such incomplete character.
+    """
+    ids = [int(t) for t in token_ids]
+    decoded: dict[int, str] = {}
+
+    def decode(k: int) -> str:
+        if k not in decoded:
+            decoded[k] = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        return decoded[k]
+
+    lo, hi = 0, len(ids)  # invariant: prefix lo fits; every prefix longer than hi does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text_before_stop.startswith(decode(mid).rstrip("\ufffd")):
+            lo = mid
+        else:
+            hi = mid - 1
+    k = lo
+    while k > 0 and not text_before_stop.startswith(decode(k)):
+        k -= 1
+    return ids[:k], decode(k)
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
+    """``(position, stop string)`` of the earliest stop string in ``text`` (the first listed on a tie)."""
+    hits = [(text.find(s), i, s) for i, s in enumerate(stop) if s and s in text]
+    if not hits:
+        return None
+    pos, _, s = min(hits)
+    return pos, s
+
+
+def _finish(gen: list[int], eos_ids: Sequence[int], cap: int, stop: Sequence[str], tokenizer, seed: int) -> Completion:
+    """Cut a raw generated row at its cap, EOS or the first stop string; decide the finish reason (vLLM's rules)."""
+    gen = gen[:cap]
     eos_at = next((t for t, tok in enumerate(gen) if tok in eos_ids), None)
     body = gen if eos_at is None else gen[:eos_at]
     text = tokenizer.decode(body, skip_special_tokens=True)
-    if params.stop:
-        hits = [(text.find(s), s) for s in params.stop if s in text]
-        if hits:
-            pos, s = min(hits)
-            # Shortest prefix of the ids whose text contains the stop string (containment is monotone).
-            lo, hi = 1, len(body)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if s in tokenizer.decode(body[:mid], skip_special_tokens=True):
-                    hi = mid
-                else:
-                    lo = mid + 1
-            return Completion(text[:pos], body[:lo], "stop", s, seed)
+    hit = _first_stop(text, stop)
+    if hit is not None:
+        pos, s = hit
+        ids, text = align_to_stop(body, text[:pos], tokenizer)
+        return Completion(text, ids, "stop", s, seed)
     if eos_at is not None:
-        return Completion(text, gen[: eos_at + 1], "stop", None, seed)
-    return Completion(text, body, "length" if len(gen) >= params.max_tokens else "stop", None, seed)
+        ids = gen[: eos_at + 1]
+        return Completion(tokenizer.decode(ids, skip_special_tokens=True), ids, "stop", None, seed)
+    return Completion(text, body, "length" if len(gen) >= cap else "stop", None, seed)
 
 
 # ---------------------------------------------------------------- vLLM backend
@@ -355,38 +484,46 @@ class VLLMSampler(Sampler):
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
 
-    def _generate_rows(self, rows, params, progress):
+    def _generate_rows(self, rows: list[Row], params: SamplingParams, progress: bool) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams
 
-        prompts = [{"prompt_token_ids": list(p)} for p, _ in rows]
+        prompts = [{"prompt_token_ids": list(p)} for p, _, _ in rows]
         sps = [
             VSamplingParams(
                 n=1,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                max_tokens=params.max_tokens,
+                max_tokens=cap,
                 stop=list(params.stop) or None,
                 seed=None if params.greedy else s,
                 skip_special_tokens=True,
             )
-            for _, s in rows
+            for _, s, cap in rows
         ]
         outputs = self.llm.generate(prompts, sps, use_tqdm=progress)
-        result = []
-        for (_, s), o in zip(rows, outputs):
-            c = o.outputs[0]
-            stop_reason = c.stop_reason if isinstance(c.stop_reason, str) else None
-            finish = "length" if c.finish_reason == "length" else "stop"
-            result.append(Completion(c.text, list(c.token_ids), finish, stop_reason, s))
-        return result
+        return [_from_vllm(o.outputs[0], self.tokenizer, s) for (_, s, _), o in zip(rows, outputs)]
 
     def close(self) -> None:
+        if not hasattr(self, "llm"):
+            return
         try:
             del self.llm
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _from_vllm(c: Any, tokenizer, seed: int) -> Completion:
+    """Our :class:`Completion` from a vLLM ``CompletionOutput`` (``text`` without the stop string,
+    ``token_ids`` with the tokens that completed it, EOS included when it ended the sample)."""
+    ids = [int(t) for t in c.token_ids]
+    if isinstance(c.stop_reason, str):
+        kept, text = align_to_stop(ids, c.text, tokenizer)
+        return Completion(text, kept, "stop", c.stop_reason, seed)
+    finish = "length" if c.finish_reason == "length" else "stop"
+    return Completion(tokenizer.decode(ids, skip_special_tokens=True), ids, finish, None, seed)
 
 
 # ---------------------------------------------------------------- factory
@@ -424,9 +561,33 @@ def make_sampler(
     trust_remote_code: bool = False,
     revision: str | None = None,
     attn_implementation: str | None = None,
+    isolate: bool | None = None,
 ) -> Sampler:
-    """The sampler for ``model_path`` on the chosen backend (``auto`` picks vLLM when it can run)."""
+    """The sampler for ``model_path`` on the chosen backend (``auto`` picks vLLM when it can run).
+
+    ``isolate``: host the sampler in its own process (:class:`SubprocessSampler`), whose exit frees all
+    its memory. ``None`` (default) isolates exactly when the resolved backend is vLLM, which does not
+    reliably free GPU memory in-process; ``True`` isolates any backend; ``False`` never does.
+    """
     name = resolve_backend(backend)
+    if isolate is None:
+        isolate = name == "vllm"
+    if isolate:
+        return SubprocessSampler(
+            model_path,
+            backend=name,
+            tokenizer_path=tokenizer_path,
+            dtype=dtype,
+            batch_size=batch_size,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            attn_implementation=attn_implementation,
+        )
     if name == "vllm":
         return VLLMSampler(
             model_path,
@@ -447,6 +608,194 @@ def make_sampler(
         model_path, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
     )
     return TransformersSampler(model, tok, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------- a sampler in its own process
+
+
+class SubprocessSampler(Sampler):
+    """A backend sampler hosted in a child process started with the ``spawn`` method.
+
+    The child builds the sampler once (``make_sampler(model_path, isolate=False, **options)``) and then
+    serves :meth:`generate` calls over a pipe (requests, params and completions are pickled). Ending the
+    child is the only reliable way to give vLLM's GPU memory back, so :meth:`close` asks it to exit,
+    waits ``shutdown_timeout`` seconds, then terminates and finally kills it. ``close`` is idempotent and
+    also runs, best effort, when the object is garbage-collected and at interpreter exit (before
+    ``multiprocessing`` joins its children).
+
+    An exception in the child, while building the sampler or in ``generate``, is raised here as a
+    :class:`RuntimeError` carrying the child's traceback (after a failed ``generate`` the child keeps
+    serving). A child that dies (killed for memory, a crash in native code) raises a
+    :class:`RuntimeError` instead of hanging: the pipe is polled every ``poll_interval`` seconds while
+    the process is checked for life. After either a death or an interruption while waiting for a reply
+    (e.g. KeyboardInterrupt) the sampler is closed.
+    """
+
+    poll_interval: float = 0.5
+    """Seconds between checks that the child is still alive while waiting for its reply."""
+    shutdown_timeout: float = 60.0
+    """Seconds :meth:`close` waits for the child to exit by itself before terminating it."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        backend: str = "auto",
+        tokenizer_path: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 64,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        attn_implementation: str | None = None,
+    ):
+        import multiprocessing
+        from multiprocessing import util as mp_util
+
+        self.model_path = str(model_path)
+        self.backend = backend
+        self._closed = True
+        options: dict[str, Any] = dict(
+            backend=backend,
+            tokenizer_path=tokenizer_path,
+            dtype=dtype,
+            batch_size=batch_size,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            attn_implementation=attn_implementation,
+        )
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        # Not a daemon: vLLM starts processes of its own, which daemonic processes may not.
+        self.process = ctx.Process(
+            target=_serve_sampler, args=(child_conn, self.model_path, options), name=f"sampler-{backend}", daemon=False
+        )
+        self.process.start()
+        child_conn.close()  # the child holds the only other end: its exit shows here as EOF
+        self._conn = parent_conn
+        self._closed = False
+        # exitpriority >= 0: runs at interpreter exit before multiprocessing joins (non-daemonic) children.
+        self._finalizer = mp_util.Finalize(
+            self, _stop_child, args=(self.process, parent_conn, self.shutdown_timeout), exitpriority=10
+        )
+        kind, payload = self._receive(f"starting the {backend} sampler for {self.model_path!r}")
+        if kind == "error":
+            self.close()
+            raise RuntimeError(
+                f"could not start the {backend} sampler for {self.model_path!r} in a subprocess; "
+                f"the child's traceback:\n{payload}"
+            )
+        self.backend = str(payload)
+
+    def _receive(self, doing: str) -> tuple[str, Any]:
+        """The child's next reply; RuntimeError (and the sampler closed) if the child dies first."""
+        try:
+            while not self._conn.poll(self.poll_interval):
+                if not self.process.is_alive() and not self._conn.poll(0):  # a reply may race the exit
+                    raise EOFError
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            self.close()
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            raise RuntimeError(
+                f"the sampler subprocess (pid {self.process.pid}) {how} while {doing}; see its output above "
+                "(a process killed for lack of memory dies with signal 9)"
+            ) from None
+        except BaseException:
+            # Interrupted while the child works: it is not listening, and its reply would answer the wrong call
+            # later, so end it now.
+            if self.process.is_alive():
+                self.process.terminate()
+            self.close()
+            raise
+
+    def generate(self, requests: Sequence[Request], params: SamplingParams, *, progress: bool = False) -> list[list[Completion]]:
+        """One list of completions per request, one completion per seed, in order (computed in the child)."""
+        if self._closed:
+            raise RuntimeError(f"this {self.backend} SubprocessSampler for {self.model_path!r} is closed")
+        try:
+            self._conn.send(("generate", list(requests), params, bool(progress)))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass  # the child is gone; _receive says how
+        kind, payload = self._receive("generating")
+        if kind == "error":
+            raise RuntimeError(f"the {self.backend} sampler in the subprocess (pid {self.process.pid}) failed:\n{payload}")
+        return payload
+
+    def _generate_rows(self, rows: list[Row], params: SamplingParams, progress: bool) -> list[Completion]:
+        reqs = [Request(prompt, [seed], max_tokens=cap) for prompt, seed, cap in rows]
+        return [cs[0] for cs in self.generate(reqs, params, progress=progress)]
+
+    def close(self) -> None:
+        """Ask the child to exit (it closes its sampler), wait, then terminate / kill it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+
+def _stop_child(process: Any, conn: Any, timeout: float) -> None:
+    """End a :class:`SubprocessSampler`'s child: ask, wait ``timeout`` s, terminate, kill."""
+    try:
+        if process.is_alive():
+            conn.send(("close",))
+    except (OSError, ValueError):
+        pass
+    process.join(timeout)
+    if process.is_alive():
+        logger.warning("sampler subprocess %s did not exit within %.0f s; terminating it", process.pid, timeout)
+        process.terminate()
+        process.join(10)
+    if process.is_alive():
+        process.kill()
+        process.join(10)
+    conn.close()
+
+
+def _serve_sampler(conn: Any, model_path: str, options: dict[str, Any]) -> None:
+    """The child's main loop: build the sampler, then answer ``generate`` requests until ``close`` or EOF."""
+    try:
+        sampler = make_sampler(model_path, isolate=False, **options)
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        finally:
+            conn.close()
+        return
+    try:
+        conn.send(("ready", sampler.backend))
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent has gone
+            if msg[0] == "close":
+                break
+            if msg[0] == "generate":
+                _, requests, params, progress = msg
+                try:
+                    reply: tuple[str, Any] = ("ok", sampler.generate(requests, params, progress=progress))
+                except Exception:
+                    reply = ("error", traceback.format_exc())
+            else:
+                reply = ("error", f"unknown request {msg[0]!r}")
+            conn.send(reply)
+    finally:
+        try:
+            sampler.close()
+        finally:
+            conn.close()
 
 
 def expected_tokens(completions: Sequence[Sequence[Completion]]) -> int:
