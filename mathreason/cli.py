@@ -1,14 +1,17 @@
 """``mathreason``: the GSM8K/MATH pipeline's command line.
 
     mathreason <stage> --config FILE_OR_PRESET [section.field=value ...] [--section.field VALUE ...]
-    mathreason pipeline --config FILE_OR_PRESET [--stages sft,sample,...] [overrides]
+    mathreason pipeline --config FILE_OR_PRESET [--stages sft,sample,...] [--methods sft,rft,...] [overrides]
+    mathreason scaling --config FILE_OR_PRESET [overrides]         # scaling.methods at every scaling.sizes x seeds
+    mathreason scaling-report --config FILE_OR_PRESET [overrides]  # SFT power law, data-efficiency factors, figures
+    mathreason methods                                            # the methods a study can compare
     mathreason show-config --config FILE_OR_PRESET [overrides]     # the resolved config as YAML
     mathreason <stage|pipeline> ... --print-config                 # the same, as stargraph's commands do
     mathreason status --config FILE_OR_PRESET [overrides]          # what each stage recorded
     mathreason presets                                            # the packaged presets
     mathreason configs-dir                                        # folder of the accelerate/DeepSpeed configs
 
-Stages: sft, sample, grade, rft, eval. ``--config`` takes a YAML file (which may start from a preset with
+Stages: sft, sample, grade, advantages, pairs, pref, rft, rft_adv, eval. ``--config`` takes a YAML file (which may start from a preset with
 ``preset: gsm8k``) or a preset name (``tiny``, ``gsm8k``, ``math``). Every config field is also a flag;
 ``mathreason sft --help`` lists them all with their documentation. Bad configs and bad data stop with
 exit status 2 and a message naming the file, line and field, before any work starts.
@@ -37,7 +40,11 @@ STAGE_HELP = {
     "sft": "fine-tune the base model on D_syn (pi_sft)",
     "sample": "sample sample.n solutions per D_syn question from a policy",
     "grade": "grade the samples against the D_syn answers",
+    "advantages": "Q of every step prefix by rollouts, advantages (Eq. 3) and first pits of the sampled responses",
+    "pairs": "first-pit (full, shared-prefix), random and max-edit-distance preference pairs",
+    "pref": "per-step DPO or a baseline (pref.objective) from pi_sft into pref/<pref.name>",
     "rft": "rejection fine-tuning of the base model on pi_sft's correct samples",
+    "rft_adv": "advantage-filtered RFT: clone responses whose minimum step advantage is in the top half",
     "eval": "greedy pass@1 and sampled pass@k on test benchmarks",
 }
 
@@ -65,8 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="run the stages in order (pipeline.stages)", description="run the stages in order")
     _add_config_args(p)
     p.add_argument("--stages", default=None, help="comma-separated stages to run (default: pipeline.stages)")
+    p.add_argument("--methods", default=None, help="comma-separated methods to train and evaluate (default: pipeline.methods); see `mathreason methods`")
     p.add_argument("--force", action="store_true", help="re-run stages even if their outputs are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("scaling", help="run scaling.methods at every D_syn size and seed (one run folder each)", description="scaling runs")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="re-run stages even if their outputs are up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("scaling-report", help="fit SFT's power law and write every method's data-efficiency factors", description="scaling report")
+    _add_config_args(p)
+    p.add_argument("--out", default=None, help="output folder (default: <scaling root>/report)")
+    sub.add_parser("methods", help="list the methods a study can compare")
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_args(p, print_config=False)
     p = sub.add_parser("status", help="print what each stage of a run folder recorded")
@@ -103,6 +119,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "presets":
         print("\n".join(available_presets()))
         return 0
+    if args.command == "methods":
+        from mathreason.methods import METHODS
+
+        for m in METHODS.values():
+            print(f"{m.name:28s} policy {m.policy:34s} {m.description}")
+        return 0
     if args.command == "configs-dir":
         from importlib import resources
 
@@ -116,7 +138,14 @@ def _run(args: argparse.Namespace) -> int:
 
     run = RunFolder(cfg.run_dir)
     if args.command == "status":
+        names = []
         for name in STAGE_NAMES:
+            if name == "pref":  # one record per preference run, pref/<name>
+                runs = sorted(f"pref/{p.name}" for p in run.stage_dir("pref").glob("*") if (p / "stage.json").exists())
+                names += runs or [f"pref/{cfg.pref.name}"]
+            else:
+                names.append(name)
+        for name in names:
             rec = run.record(name)
             line = {"stage": name, "status": rec.status if rec else "not run"}
             if rec:
@@ -124,11 +153,33 @@ def _run(args: argparse.Namespace) -> int:
                 line["summary"] = rec.summary
             print(json.dumps(line, default=str))
         return 0
+    if args.command == "scaling-report":
+        from mathreason.scaling import report
+
+        rep = report(cfg, out_dir=args.out)
+        from mathreason.scaling_report import format_table
+
+        print(format_table(rep))
+        return 0
+    if args.command == "scaling":
+        from mathreason.scaling import run_scaling
+
+        for rec in run_scaling(cfg, force=args.force, progress=not args.quiet):
+            print(json.dumps(rec, default=str))
+        return 0
 
     from mathreason.stages import STAGES, Context, check_stages, run_stage
 
     progress = not args.quiet
-    if args.command == "pipeline":
+    if args.command == "pipeline" and (args.methods or cfg.pipeline.methods):
+        from mathreason.methods import plan, run_plan
+
+        methods = args.methods.split(",") if args.methods else list(cfg.pipeline.methods)
+        steps = plan(cfg, methods)
+        if is_main_process():
+            atomic_write_text(run.config_path, dump_yaml(cfg))
+        results = run_plan(steps, force=args.force, progress=progress, launcher=cfg.pipeline.launcher)
+    elif args.command == "pipeline":
         from mathreason.pipeline import run_pipeline
 
         names = args.stages.split(",") if args.stages else list(cfg.pipeline.stages)

@@ -104,15 +104,33 @@ def grade_rows(
     *,
     workers: int | None = None,
     timeout: float = 5.0,
+    prefix_by_row: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Add ``gold``, ``extracted``, ``correct`` and ``reason`` to sample rows (grader never raises)."""
+    """Add ``gold``, ``extracted``, ``correct`` and ``reason`` to sample rows (the grader never raises).
+
+    A row whose ``finish_reason`` is ``length`` (cut by ``max_tokens``, it never finished) is never
+    correct, whatever its text contains: ``correct`` is False and ``reason`` is ``truncated`` (the
+    answer that would have been extracted is still reported). ``prefix_by_row`` (one string per row)
+    is prepended to each row's text before grading: a rollout is graded as the whole response, the
+    step prefix it continued plus its own text.
+    """
     from mathreason.grading import grade_many
 
     golds = [gold_by_id[r["problem_id"]] for r in rows]
-    verdicts = grade_many([r["text"] for r in rows], golds, dataset, workers=workers, timeout=timeout)
+    texts = [r["text"] for r in rows] if prefix_by_row is None else [p + r["text"] for p, r in zip(prefix_by_row, rows, strict=True)]
+    verdicts = grade_many(texts, golds, dataset, workers=workers, timeout=timeout)
     out = []
     for r, g, v in zip(rows, golds, verdicts):
-        out.append({**r, "gold": g, "extracted": v.extracted, "correct": bool(v.correct), "reason": v.reason})
+        truncated = r.get("finish_reason") == "length"
+        out.append(
+            {
+                **r,
+                "gold": g,
+                "extracted": v.extracted,
+                "correct": bool(v.correct) and not truncated,
+                "reason": "truncated" if truncated else v.reason,
+            }
+        )
     return out
 
 

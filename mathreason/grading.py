@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = [
+    "GRADER_VERSION",
     "Verdict",
     "extract_answer",
     "grade",
@@ -83,6 +84,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+GRADER_VERSION = "2026.12.1"
+"""Changes whenever a verdict can change. Stage keys include it, so a grading fix re-grades stored samples
+instead of reusing a stale ``graded.jsonl``."""
 
 MAX_ANSWER_CHARS = 2000
 """Extracted answers longer than this are compared as normalised strings only."""

@@ -64,5 +64,8 @@ def _launch(name: str, cfg: Config, force: bool) -> dict[str, Any]:
     proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
     if proc.returncode != 0:
         raise StageError(f"stage {name} failed under the launcher (exit status {proc.returncode}): {shlex.join(cmd)}")
-    rec = ctx.run.record(name)
-    return {"stage": name, "status": rec.status if rec else "unknown", "summary": rec.summary if rec else {}}
+    from mathreason.stages import STAGES as _REGISTRY
+
+    label = _REGISTRY[name].record_name(ctx)
+    rec = ctx.run.record(label)
+    return {"stage": label, "status": rec.status if rec else "unknown", "summary": rec.summary if rec else {}}

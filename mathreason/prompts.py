@@ -8,8 +8,17 @@ writes into its resolved config.
 Built-in templates:
 
 * ``plain-v1``: the question and a newline (for models fine-tuned on ``question + "\\n" + solution``).
-* ``gsm8k-zeroshot-v1`` / ``gsm8k-fewshot-v1``: one step per line, ending with "The answer is N."
-* ``math-zeroshot-v1`` / ``math-fewshot-v1``: step by step, final answer in ``\\boxed{}``.
+* ``gsm8k-zeroshot-v2`` / ``gsm8k-fewshot-v2`` (the GSM8K defaults): one step per line, ending with a
+  final line ``#### N``, the format of GSM8K's reference solutions and therefore of the SFT targets.
+* ``math-zeroshot-v1`` / ``math-fewshot-v1``: step by step, final answer in ``\\boxed{}`` (as in MATH's
+  reference solutions).
+* ``gsm8k-zeroshot-v1`` / ``gsm8k-fewshot-v1``: superseded (they ask for "The answer is N." while the SFT
+  targets end in ``#### N``); kept registered so that old runs stay reproducible, refused by the pipeline.
+
+Answer formats. Each dataset has exactly one final-answer format (:data:`ANSWER_FORMATS`): the prompt asks
+for it, the SFT targets are written in it (:meth:`AnswerFormat.ensure` appends a final line to a D_syn
+solution that lacks one), and :func:`mathreason.grading.extract_answer` reads it. A template names the
+format it asks for (``answer_format``); the pipeline refuses a template whose format is not the dataset's.
 
 The few-shot exemplars were written for this project (they are not copied from a benchmark) and each
 of them is graded correct by :mod:`mathreason.grading` (a test checks this).
@@ -18,10 +27,19 @@ of them is graded correct by :mod:`mathreason.grading` (a test checks this).
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["PromptTemplate", "PROMPT_TEMPLATES", "get_prompt_template", "register_prompt_template"]
+__all__ = [
+    "ANSWER_FORMATS",
+    "AnswerFormat",
+    "PromptTemplate",
+    "PROMPT_TEMPLATES",
+    "answer_format",
+    "get_prompt_template",
+    "register_prompt_template",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,8 @@ class PromptTemplate:
     """One line on what the template is for."""
     stop: tuple[str, ...] = field(default=())
     """Stop strings that end a completion for this prompt (e.g. the next exemplar's ``Question:``)."""
+    answer_format: str = ""
+    """Name of the :class:`AnswerFormat` the prompt asks for (``""``: none in particular)."""
 
     def __post_init__(self) -> None:
         if "{question}" not in self.template:
@@ -86,11 +106,64 @@ class PromptTemplate:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How a solution states its final answer, for one dataset."""
+
+    name: str
+    dataset: str
+    instruction: str
+    """The sentence of the prompt that asks for the format."""
+    marker: re.Pattern
+    """Matches a solution that already states its final answer in this format."""
+    final_line: str
+    """Template of the line appended by :meth:`ensure`; ``{answer}`` is replaced by the answer."""
+
+    def has_final_answer(self, solution: str) -> bool:
+        return self.marker.search(solution) is not None
+
+    def ensure(self, solution: str, answer: str) -> str:
+        """``solution`` unchanged when it already states its answer in this format, else with a final line added."""
+        if self.has_final_answer(solution):
+            return solution
+        return solution.rstrip() + "\n" + self.final_line.replace("{answer}", answer)
+
+
+ANSWER_FORMATS: dict[str, AnswerFormat] = {
+    "gsm8k": AnswerFormat(
+        name="gsm8k-hashes",
+        dataset="gsm8k",
+        instruction='Solve the problem step by step, writing one step per line. End with a final line of the form "#### N" where N is the final number.',
+        marker=re.compile(r"(?m)^####[ \t]*\S"),
+        final_line="#### {answer}",
+    ),
+    "math": AnswerFormat(
+        name="math-boxed",
+        dataset="math",
+        instruction="Solve the problem step by step. Put your final answer within \\boxed{}.",
+        marker=re.compile(r"\\(?:boxed|fbox)\s*\{"),
+        final_line="The final answer is $\\boxed{{answer}}$.",
+    ),
+}
+"""The one final-answer format of each dataset (prompt, SFT targets and grader agree on it)."""
+
+
+def answer_format(dataset: str) -> AnswerFormat:
+    """The :class:`AnswerFormat` of ``gsm8k`` or ``math`` (``KeyError`` naming the known ones otherwise)."""
+    key = dataset.strip().lower()
+    key = "gsm8k" if key.startswith("gsm") else key
+    try:
+        return ANSWER_FORMATS[key]
+    except KeyError:
+        raise KeyError(f"no answer format for dataset {dataset!r}; known: {', '.join(ANSWER_FORMATS)}") from None
+
+
 _GSM8K_INSTRUCTION = (
     'Solve the problem step by step, writing one step per line. '
     'End with a final line of the form "The answer is N." where N is the final number.'
 )
-_MATH_INSTRUCTION = "Solve the problem step by step. Put your final answer within \\boxed{}."
+_MATH_INSTRUCTION = ANSWER_FORMATS["math"].instruction
+_GSM8K_V2_INSTRUCTION = ANSWER_FORMATS["gsm8k"].instruction
 
 _GSM8K_EXEMPLARS: tuple[tuple[str, str], ...] = (
     (
@@ -116,6 +189,12 @@ _GSM8K_EXEMPLARS: tuple[tuple[str, str], ...] = (
         "Her change is 20 - 14.25 = 5.75 dollars.\nThe answer is 5.75.",
     ),
 )
+
+_GSM8K_V2_EXEMPLARS: tuple[tuple[str, str], ...] = tuple(
+    (q, sol.rsplit("\nThe answer is ", 1)[0] + "\n#### " + sol.rsplit("\nThe answer is ", 1)[1].rstrip("."))
+    for q, sol in _GSM8K_EXEMPLARS
+)
+"""The same exemplars, ending in the ``#### N`` line of the GSM8K answer format."""
 
 _MATH_EXEMPLARS: tuple[tuple[str, str], ...] = (
     (
@@ -175,8 +254,9 @@ register_prompt_template(
         version=1,
         dataset="gsm8k",
         template="Question: {question}\n" + _GSM8K_INSTRUCTION + "\n",
-        description="Zero-shot GSM8K: one step per line, final line 'The answer is N.'",
+        description="Superseded by gsm8k-zeroshot-v2: asks for 'The answer is N.', which the SFT targets do not use.",
         stop=("\nQuestion:",),
+        answer_format="the-answer-is",
     )
 )
 register_prompt_template(
@@ -186,8 +266,32 @@ register_prompt_template(
         dataset="gsm8k",
         template=_GSM8K_INSTRUCTION + "\n\n{fewshot}Question: {question}\nAnswer:",
         fewshot=_GSM8K_EXEMPLARS,
-        description="4-shot GSM8K in the zero-shot format (exemplars written for this project).",
+        description="Superseded by gsm8k-fewshot-v2 (asks for 'The answer is N.').",
         stop=("\nQuestion:",),
+        answer_format="the-answer-is",
+    )
+)
+register_prompt_template(
+    PromptTemplate(
+        name="gsm8k-zeroshot-v2",
+        version=2,
+        dataset="gsm8k",
+        template="Question: {question}\n" + _GSM8K_V2_INSTRUCTION + "\n",
+        description="Zero-shot GSM8K: one step per line, final line '#### N' (the format of the SFT targets).",
+        stop=("\nQuestion:",),
+        answer_format="gsm8k-hashes",
+    )
+)
+register_prompt_template(
+    PromptTemplate(
+        name="gsm8k-fewshot-v2",
+        version=2,
+        dataset="gsm8k",
+        template=_GSM8K_V2_INSTRUCTION + "\n\n{fewshot}Question: {question}\nAnswer:",
+        fewshot=_GSM8K_V2_EXEMPLARS,
+        description="4-shot GSM8K ending in '#### N' (exemplars written for this project).",
+        stop=("\nQuestion:",),
+        answer_format="gsm8k-hashes",
     )
 )
 register_prompt_template(
@@ -198,6 +302,7 @@ register_prompt_template(
         template="Problem: {question}\n" + _MATH_INSTRUCTION + "\n",
         description="Zero-shot MATH: step by step, final answer in \\boxed{}.",
         stop=("\nProblem:",),
+        answer_format="math-boxed",
     )
 )
 register_prompt_template(
@@ -210,5 +315,6 @@ register_prompt_template(
         fewshot_format="Problem: {question}\nSolution: {solution}\n\n",
         description="4-shot MATH in the zero-shot format (exemplars written for this project).",
         stop=("\nProblem:",),
+        answer_format="math-boxed",
     )
 )

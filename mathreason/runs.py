@@ -208,6 +208,10 @@ class ShardedRows:
     def write(self, i: int, rows: Iterable[Mapping[str, Any]]) -> None:
         write_jsonl_atomic(self.shard_path(i), rows)
 
+    def read_shard(self, i: int) -> list[dict]:
+        """Rows of one finished shard."""
+        return read_jsonl(self.shard_path(i))
+
     def read(self) -> list[dict]:
         m = self.manifest()
         if m is None:

@@ -1,4 +1,4 @@
-"""Pipeline stages (sft, sample, grade, rft, eval) and the machinery that runs a stage over a run folder.
+"""The machinery that runs a pipeline stage over a run folder, and the context stages share.
 
 A :class:`Stage` declares the config sections it depends on, checks its inputs cheaply
 (:meth:`Stage.check`: data parse, models resolvable, upstream outputs present or scheduled), reports
@@ -13,8 +13,10 @@ wraps every stage the same way:
    shards or checkpoints when they were written under the same key), fingerprint the outputs, record
    *done*, append to ``metrics.jsonl``.
 
-New stages (per-step advantages, per-step DPO, scaling sweeps) plug in by subclassing :class:`Stage`
-and registering in :data:`STAGES`.
+A stage's folder is ``<run_dir>/<record name>``: the stage name, except for stages that can run several
+times in one run folder under different names (``pref/<name>``). The stages themselves live in one
+module per family (:mod:`.finetune`, :mod:`.sampling`, :mod:`.credit`, :mod:`.preference`,
+:mod:`.evaluation`) and are registered in :data:`mathreason.stages.STAGES`.
 """
 
 from __future__ import annotations
@@ -40,12 +42,31 @@ from mathreason.runs import (
     write_jsonl_atomic,
 )
 
-__all__ = ["STAGES", "Context", "Stage", "StageError", "check_stages", "run_stage"]
+__all__ = ["RUN_POLICIES", "is_run_policy", "policy_tag", "FORMAT_VERSION", "Context", "Stage", "StageError", "check_stages", "require_file", "run_stage", "stage_key"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when a stage's outputs change format, so old outputs are not reused."""
+
+
+RUN_POLICIES = ("sft", "rft", "rft_adv")
+"""Policies trained by a stage of this run folder (plus ``pref/<name>``, one per preference method)."""
+
+
+def is_run_policy(name: str) -> bool:
+    """Whether ``name`` names a policy trained in the run folder (``sft``, ``rft``, ``rft_adv``, ``pref/<name>``)."""
+    return name in RUN_POLICIES or (name.startswith("pref/") and len(name) > 5 and "/" not in name[5:])
+
+
+def policy_tag(name: str) -> str:
+    """A policy name as a folder/key name: ``pref/x`` -> ``pref-x``; paths and hub ids -> a safe tag + hash."""
+    if name in RUN_POLICIES or name == "base":
+        return name
+    if is_run_policy(name):
+        return "pref-" + name[5:]
+    tail = "_".join(Path(name).parts[-2:])
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", tail)[:48] + "-" + hash_json(name)[:8]
 
 
 class StageError(RuntimeError):
@@ -80,9 +101,19 @@ class Context:
         from mathreason.data import get_prompt_template
 
         try:
-            return get_prompt_template(self.cfg.data.prompt_template)
+            tmpl = get_prompt_template(self.cfg.data.prompt_template)
         except KeyError as e:
             raise ConfigError(f"field data.prompt_template: {e.args[0]}") from None
+        from mathreason.prompts import answer_format
+
+        fmt = answer_format(self.cfg.data.dataset)
+        if tmpl.answer_format not in ("", fmt.name):
+            raise ConfigError(
+                f"field data.prompt_template: {tmpl.name!r} asks for the {tmpl.answer_format!r} answer format, but "
+                f"{self.cfg.data.dataset} SFT targets and grading use {fmt.name!r} (the prompt, the SFT targets and "
+                f"the grader must agree; e.g. use {self.cfg.data.dataset}-zeroshot-v{2 if fmt.dataset == 'gsm8k' else 1})"
+            )
+        return tmpl
 
     def stop(self, configured: Sequence[str] | None) -> tuple[str, ...]:
         return tuple(self.template().stop if configured is None else configured)
@@ -202,14 +233,22 @@ class Context:
         return self.run.fingerprint(path, revision=rev)
 
     def policy_path(self, name: str, *, for_check: bool = False) -> str:
-        """``sft``/``rft`` -> this run's stage output; ``base`` -> the base model; else a path or hub id."""
-        if name in ("sft", "rft"):
+        """A policy's model folder or hub id.
+
+        ``sft``, ``rft``, ``rft_adv`` and ``pref/<name>`` are this run folder's stage outputs
+        (``<run_dir>/<stage>/model``); ``base`` is the base model; anything else is a path or hub id.
+        With ``for_check``, a stage output that does not exist yet is accepted when its stage is scheduled
+        earlier in the same command.
+        """
+        if is_run_policy(name):
             path = self.run.stage_dir(name) / "model"
             if (path / "config.json").exists():
                 return str(path)
-            if for_check and name in self.scheduled:
+            producer = name.split("/")[0]
+            if for_check and (name in self.scheduled or (producer != "pref" and producer in self.scheduled)):
                 return str(path)
-            raise StageError(f"policy {name!r}: {path} does not exist yet; run `mathreason {name}` first")
+            how = f"mathreason pref ... pref.name={name[5:]}" if producer == "pref" else f"mathreason {name}"
+            raise StageError(f"policy {name!r}: {path} does not exist yet; run `{how}` first")
         if name == "base":
             return self.base_model()
         from mathreason.models import check_model_available
@@ -223,6 +262,15 @@ class Context:
         if name == "base":
             return self.base_tokenizer()
         return path
+
+    def backend_name(self, backend_cfg) -> str:
+        """The sampling backend a ``BackendConfig`` resolves to here (``auto`` -> ``vllm`` or ``transformers``)."""
+        from mathreason.sampling import resolve_backend
+
+        try:
+            return resolve_backend(backend_cfg.backend)
+        except RuntimeError as e:
+            raise ConfigError(f"field backend.backend: {e}") from None
 
     def make_sampler(self, path: str, tokenizer_path: str, backend_cfg):
         from mathreason.sampling import make_sampler
@@ -282,14 +330,23 @@ class Stage:
     def execute(self, ctx: Context, key: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def record_name(self, ctx: Context) -> str:
+        """Name of the stage's folder and record in the run folder (the stage name by default)."""
+        return self.name
+
     def dir(self, ctx: Context) -> Path:
-        return ctx.run.stage_dir(self.name)
+        return ctx.run.stage_dir(self.record_name(ctx))
 
 
 def stage_key(stage: Stage, ctx: Context, inputs: dict[str, str]) -> str:
     full = to_dict(ctx.cfg)
     return hash_json(
-        {"stage": stage.name, "format": FORMAT_VERSION, "config": {s: full[s] for s in stage.sections}, "inputs": inputs}
+        {
+            "stage": stage.record_name(ctx),
+            "format": FORMAT_VERSION,
+            "config": {s: full[s] for s in stage.sections},
+            "inputs": inputs,
+        }
     )
 
 
@@ -308,384 +365,43 @@ def run_stage(stage: Stage, ctx: Context, *, force: bool = False) -> dict[str, A
     inputs = stage.inputs(ctx)
     key = stage_key(stage, ctx, inputs)
     sdir = stage.dir(ctx)
-    rec = ctx.run.record(stage.name)
+    name = stage.record_name(ctx)
+    rec = ctx.run.record(name)
     if not force and rec is not None and rec.status == "done" and rec.key == key and _outputs_match(stage, ctx, rec):
-        logger.info("%s: up to date (key %s), skipped", stage.name, key[:12])
-        ctx.run.log_metrics(stage.name, event="skipped", key=key)
-        return {"stage": stage.name, "status": "skipped", "summary": rec.summary}
+        logger.info("%s: up to date (key %s), skipped", name, key[:12])
+        ctx.run.log_metrics(name, event="skipped", key=key)
+        return {"stage": name, "status": "skipped", "summary": rec.summary}
     if force and sdir.exists() and is_main_process():
         shutil.rmtree(sdir)
     started = time.time()
     if is_main_process():
         sdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(sdir / "config.yaml", dump_yaml(ctx.cfg))
-    ctx.run.write_record(StageRecord(stage.name, "running", key, inputs=inputs, started=started))
-    ctx.run.log_metrics(stage.name, event="start", key=key)
+    ctx.run.write_record(StageRecord(name, "running", key, inputs=inputs, started=started))
+    ctx.run.log_metrics(name, event="start", key=key)
     summary = stage.execute(ctx, key)
     outputs = {rel: ctx.run.fingerprint(sdir / rel) for rel in stage.outputs(ctx)}
     finished = time.time()
     summary = {**summary, "seconds": round(finished - started, 3)}
     ctx.run.write_record(
-        StageRecord(stage.name, "done", key, inputs=inputs, outputs=outputs, summary=summary, started=started, finished=finished)
+        StageRecord(name, "done", key, inputs=inputs, outputs=outputs, summary=summary, started=started, finished=finished)
     )
-    ctx.run.log_metrics(stage.name, event="done", key=key, **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-    return {"stage": stage.name, "status": "done", "summary": summary}
+    ctx.run.log_metrics(name, event="done", key=key, **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    return {"stage": name, "status": "done", "summary": summary}
 
 
 def check_stages(names: Sequence[str], ctx: Context) -> None:
     """Check every stage of a chain before any of them runs (later stages may use earlier outputs)."""
+    from mathreason.stages import STAGES
+
     for name in names:
         STAGES[name].check(ctx)
         ctx.scheduled.add(name)
+        ctx.scheduled.add(STAGES[name].record_name(ctx))
 
 
-# ====================================================================== the stages
-
-
-def _require_file(ctx: Context, path: Path, producer: str) -> None:
+def require_file(ctx: Context, path: Path, producer: str) -> None:
     if not path.exists() and producer not in ctx.scheduled:
         raise StageError(f"{path} does not exist; run `mathreason {producer}` first")
 
 
-class SFTStage(Stage):
-    """Fine-tune the base model on D_syn (prompt -> reference solution), giving pi_sft."""
-
-    name = "sft"
-    sections = ("seed", "data", "model", "sft")
-    training = True
-
-    def check(self, ctx):
-        ctx.dsyn()
-        ctx.template()
-        ctx.base_model()
-
-    def inputs(self, ctx):
-        return {"base_model": ctx.model_fingerprint(ctx.base_model()), "dsyn": ctx.dsyn_fingerprint()}
-
-    def outputs(self, ctx):
-        return ["model"]
-
-    def execute(self, ctx, key):
-        from mathreason.models import load_tokenizer
-        from mathreason.training import encode_completion, make_example, train_causal_lm
-
-        tok = load_tokenizer(ctx.base_tokenizer(), trust_remote_code=ctx.cfg.model.trust_remote_code)
-        examples = []
-        for p, (_, text, ids) in zip(ctx.dsyn(), ctx.encode_prompts(tok, ctx.dsyn())):
-            examples.append(make_example(ids, encode_completion(tok, text, ids, p.solution)))
-        return train_causal_lm(
-            examples,
-            init_model=ctx.base_model(),
-            tokenizer_path=ctx.base_tokenizer(),
-            model_cfg=ctx.cfg.model,
-            cfg=ctx.cfg.sft,
-            out_dir=self.dir(ctx),
-            key=key,
-            seed=ctx.cfg.seed,
-            log=lambda **kw: ctx.run.log_metrics("sft", event="train", **kw),
-        )
-
-
-class SampleStage(Stage):
-    """Sample ``sample.n`` solutions per D_syn question from a policy (pi_sft by default)."""
-
-    name = "sample"
-    sections = ("seed", "data", "model", "sample")
-
-    def check(self, ctx):
-        ctx.dsyn()
-        ctx.template()
-        ctx.policy_path(ctx.cfg.sample.policy, for_check=True)
-
-    def inputs(self, ctx):
-        return {"policy": ctx.model_fingerprint(ctx.policy_path(ctx.cfg.sample.policy)), "dsyn": ctx.dsyn_fingerprint()}
-
-    def outputs(self, ctx):
-        return ["samples.jsonl", "prompts.jsonl"]
-
-    def execute(self, ctx, key):
-        from mathreason.models import load_tokenizer
-        from mathreason.sampling import SamplingParams, prompt_id, sample_to_store
-
-        c = ctx.cfg.sample
-        path = ctx.policy_path(c.policy)
-        tok_path = ctx.policy_tokenizer(c.policy, path)
-        tok = load_tokenizer(tok_path, trust_remote_code=ctx.cfg.model.trust_remote_code)
-        prompts = ctx.encode_prompts(tok, ctx.dsyn())
-        sdir = self.dir(ctx)
-        write_jsonl_atomic(
-            sdir / "prompts.jsonl",
-            ({"problem_id": pid, "prompt_id": prompt_id(ids), "prompt": text, "prompt_ids": ids} for pid, text, ids in prompts),
-        )
-        params = SamplingParams(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, stop=ctx.stop(c.stop))
-        sampler = ctx.make_sampler(path, tok_path, c.backend)
-        t0 = time.time()
-        try:
-            rows = sample_to_store(
-                sampler,
-                [(pid, ids) for pid, _, ids in prompts],
-                n=c.n,
-                params=params,
-                seed=ctx.cfg.seed,
-                tag="sample",
-                store=ShardedRows(sdir / "shards"),
-                key=key,
-                chunk_size=c.chunk_size,
-                progress=ctx.progress,
-                desc="sample",
-            )
-        finally:
-            sampler.close()
-        seconds = time.time() - t0
-        write_jsonl_atomic(sdir / "samples.jsonl", rows)
-        tokens = sum(len(r["token_ids"]) for r in rows)
-        return {
-            "backend": sampler.backend,
-            "questions": len(prompts),
-            "rows": len(rows),
-            "generated_tokens": tokens,
-            "truncated": sum(r["finish_reason"] == "length" for r in rows),
-            "sampling_seconds": round(seconds, 3),
-        }
-
-
-class GradeStage(Stage):
-    """Grade every sample against its D_syn answer (positives and negatives)."""
-
-    name = "grade"
-    sections = ("data", "grade")
-
-    def _samples(self, ctx) -> Path:
-        return ctx.run.stage_dir("sample") / "samples.jsonl"
-
-    def check(self, ctx):
-        ctx.dsyn()
-        _require_file(ctx, self._samples(ctx), "sample")
-
-    def inputs(self, ctx):
-        return {"samples": ctx.run.fingerprint(self._samples(ctx)), "dsyn": ctx.dsyn_fingerprint()}
-
-    def outputs(self, ctx):
-        return ["graded.jsonl", "summary.json"]
-
-    def execute(self, ctx, key):
-        from tqdm.auto import tqdm
-
-        from mathreason.evaluate import grade_rows, pass_at_k
-
-        c = ctx.cfg.grade
-        rows = read_jsonl(self._samples(ctx))
-        gold = {p.id: p.answer for p in ctx.dsyn()}
-        missing = sorted({r["problem_id"] for r in rows} - set(gold))
-        if missing:
-            raise StageError(f"{self._samples(ctx)}: samples of problems not in D_syn (e.g. {missing[0]!r}); re-run `mathreason sample`")
-        sdir = self.dir(ctx)
-        store = ShardedRows(sdir / "shards")
-        chunks = [rows[i : i + c.chunk_size] for i in range(0, len(rows), c.chunk_size)]
-        done = store.open(key, len(chunks))
-        for i in tqdm([i for i in range(len(chunks)) if i not in done], desc="grade", unit="shard", disable=not ctx.progress):
-            store.write(i, grade_rows(chunks[i], gold, ctx.cfg.data.dataset, workers=c.workers, timeout=c.timeout))
-        graded = store.read()
-        write_jsonl_atomic(sdir / "graded.jsonl", graded)
-        per_q: dict[str, list[bool]] = {}
-        for r in graded:
-            per_q.setdefault(r["problem_id"], []).append(r["correct"])
-        n = min((len(v) for v in per_q.values()), default=0)
-        summary = {
-            "rows": len(graded),
-            "correct": sum(r["correct"] for r in graded),
-            "accuracy": (sum(r["correct"] for r in graded) / len(graded)) if graded else 0.0,
-            "questions": len(per_q),
-            "questions_with_correct": sum(any(v) for v in per_q.values()),
-            "questions_all_wrong": sum(not any(v) for v in per_q.values()),
-            "timeouts": sum(r["reason"] == "timeout" for r in graded),
-            f"pass@{n}": (sum(pass_at_k(len(v), sum(v), n) for v in per_q.values()) / len(per_q)) if n else 0.0,
-        }
-        atomic_write_json(sdir / "summary.json", summary)
-        return summary
-
-
-class RFTStage(Stage):
-    """Rejection fine-tuning: the base model fine-tuned on pi_sft's deduplicated correct samples."""
-
-    name = "rft"
-    sections = ("seed", "data", "model", "rft")
-    training = True
-
-    def _graded(self, ctx) -> Path:
-        return ctx.run.stage_dir("grade") / "graded.jsonl"
-
-    def _prompts(self, ctx) -> Path:
-        return ctx.run.stage_dir("sample") / "prompts.jsonl"
-
-    def _init(self, ctx, for_check: bool = False) -> str:
-        return ctx.base_model() if ctx.cfg.rft.init == "base" else ctx.policy_path("sft", for_check=for_check)
-
-    def check(self, ctx):
-        ctx.dsyn()
-        _require_file(ctx, self._graded(ctx), "grade")
-        _require_file(ctx, self._prompts(ctx), "sample")
-        self._init(ctx, for_check=True)
-
-    def inputs(self, ctx):
-        return {
-            "graded": ctx.run.fingerprint(self._graded(ctx)),
-            "prompts": ctx.run.fingerprint(self._prompts(ctx)),
-            "init_model": ctx.model_fingerprint(self._init(ctx)),
-            "dsyn": ctx.dsyn_fingerprint(),
-        }
-
-    def outputs(self, ctx):
-        return ["data.jsonl", "model"]
-
-    def execute(self, ctx, key):
-        from mathreason.models import load_tokenizer
-        from mathreason.rft import select_positives
-        from mathreason.training import encode_completion, make_example, train_causal_lm
-
-        c = ctx.cfg.rft
-        graded = read_jsonl(self._graded(ctx))
-        kept, counts = select_positives(
-            graded,
-            dataset=ctx.cfg.data.dataset,
-            samples_per_question=c.samples_per_question,
-            dedup=c.dedup,
-            max_per_question=c.max_per_question,
-            include_truncated=c.include_truncated,
-        )
-        if not kept and not c.include_dsyn:
-            raise StageError(
-                f"rft: none of the {len(graded)} graded samples is a usable positive ({counts}); nothing to train on "
-                "(train pi_sft longer, sample more, or set rft.include_dsyn: true)"
-            )
-        prompts = {r["problem_id"]: r for r in read_jsonl(self._prompts(ctx))}
-        tok_path = ctx.base_tokenizer() if c.init == "base" else self._init(ctx)
-        tok = load_tokenizer(tok_path, trust_remote_code=ctx.cfg.model.trust_remote_code)
-        eos_ids = {tok.eos_token_id}
-        examples, data_rows = [], []
-        for r in kept:
-            p = prompts[r["problem_id"]]
-            ids = r["token_ids"]
-            if r["finish_reason"] == "stop" and r["stop_reason"] is None and ids and ids[-1] in eos_ids:
-                completion = list(ids)  # exactly what pi_sft generated, EOS included
-            else:
-                completion = encode_completion(tok, p["prompt"], p["prompt_ids"], r["text"])
-            examples.append(make_example(p["prompt_ids"], completion))
-            data_rows.append(
-                {"problem_id": r["problem_id"], "sample_index": r["sample_index"], "text": r["text"], "completion_ids": completion}
-            )
-        if c.include_dsyn:
-            for p, (_, text, ids) in zip(ctx.dsyn(), ctx.encode_prompts(tok, ctx.dsyn())):
-                completion = encode_completion(tok, text, ids, p.solution)
-                examples.append(make_example(ids, completion))
-                data_rows.append({"problem_id": p.id, "sample_index": -1, "text": p.solution, "completion_ids": completion})
-        sdir = self.dir(ctx)
-        write_jsonl_atomic(sdir / "data.jsonl", data_rows)
-        ctx.run.log_metrics("rft", event="data", **counts)
-        summary = train_causal_lm(
-            examples,
-            init_model=self._init(ctx),
-            tokenizer_path=tok_path,
-            model_cfg=ctx.cfg.model,
-            cfg=c.train,
-            out_dir=sdir,
-            key=key,
-            seed=ctx.cfg.seed,
-            log=lambda **kw: ctx.run.log_metrics("rft", event="train", **kw),
-        )
-        return {**{f"data_{k}": v for k, v in counts.items()}, **summary}
-
-
-def _policy_tag(name: str) -> str:
-    if name in ("sft", "rft", "base"):
-        return name
-    tail = "_".join(Path(name).parts[-2:])
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", tail)[:48] + "-" + hash_json(name)[:8]
-
-
-class EvalStage(Stage):
-    """Greedy pass@1 and sampled pass@k of each policy on each benchmark."""
-
-    name = "eval"
-    sections = ("seed", "data", "model", "eval")
-
-    def check(self, ctx):
-        ctx.template()
-        for b in ctx.cfg.eval.benchmarks:
-            ctx.benchmark(b)
-        for p in ctx.cfg.eval.policies:
-            ctx.policy_path(p, for_check=True)
-
-    def inputs(self, ctx):
-        out = {}
-        for p in ctx.cfg.eval.policies:
-            out[f"policy:{p}"] = ctx.model_fingerprint(ctx.policy_path(p))
-        for b in ctx.cfg.eval.benchmarks:
-            out[f"benchmark:{b}"] = "problems:" + hash_json([q.to_dict() for q in ctx.benchmark(b)])
-        return out
-
-    def outputs(self, ctx):
-        return ["summary.json"]
-
-    def execute(self, ctx, key):
-        from mathreason.evaluate import evaluate_benchmark
-        from mathreason.models import load_tokenizer
-
-        c = ctx.cfg.eval
-        sdir = self.dir(ctx)
-        inputs = self.inputs(ctx)
-        results: dict[str, dict[str, Any]] = {}
-        tmpl = ctx.template()
-        for pol in c.policies:
-            path = ctx.policy_path(pol)
-            tok_path = ctx.policy_tokenizer(pol, path)
-            tok = load_tokenizer(tok_path, trust_remote_code=ctx.cfg.model.trust_remote_code)
-            sampler = ctx.make_sampler(path, tok_path, c.backend)
-            tag = _policy_tag(pol)
-            results[tag] = {}
-            try:
-                for bench in c.benchmarks:
-                    probs = ctx.benchmark(bench)
-                    prompts = ctx.encode_prompts(tok, probs)
-                    sub_key = hash_json(
-                        [inputs[f"policy:{pol}"], inputs[f"benchmark:{bench}"], tmpl.fingerprint, ctx.cfg.seed, FORMAT_VERSION]
-                    )
-                    summary = evaluate_benchmark(
-                        sampler,
-                        [(pid, ids) for pid, _, ids in prompts],
-                        {p.id: p.answer for p in probs},
-                        dataset=probs[0].dataset,
-                        out_dir=sdir / tag / (bench if bench in ("gsm8k", "math", "math500", "tiny") else _policy_tag(bench)),
-                        key=sub_key,
-                        seed=ctx.cfg.seed,
-                        greedy=c.greedy,
-                        num_samples=c.num_samples,
-                        ks=c.pass_k,
-                        temperature=c.temperature,
-                        top_p=c.top_p,
-                        max_tokens=c.max_tokens,
-                        stop=ctx.stop(c.stop),
-                        chunk_size=c.chunk_size,
-                        grade_workers=c.grade_workers,
-                        grade_timeout=c.grade_timeout,
-                        progress=ctx.progress,
-                        label=f"eval {tag}/{bench}",
-                    )
-                    summary = {"policy": pol, "benchmark": bench, "backend": sampler.backend, **summary}
-                    results[tag][bench] = summary
-                    flat = {"policy": pol, "benchmark": bench}
-                    if "greedy" in summary:
-                        flat.update(greedy_accuracy=summary["greedy"]["accuracy"], greedy_stderr=summary["greedy"]["stderr"])
-                    if "sampled" in summary:
-                        for k, v in summary["sampled"]["pass@k"].items():
-                            flat[f"pass@{k}"] = v["value"]
-                            flat[f"pass@{k}_stderr"] = v["stderr"]
-                    ctx.run.log_metrics("eval", event="benchmark", **flat)
-            finally:
-                sampler.close()
-        atomic_write_json(sdir / "summary.json", results)
-        return {"policies": len(c.policies), "benchmarks": len(c.benchmarks)}
-
-
-STAGES: dict[str, Stage] = {s.name: s for s in (SFTStage(), SampleStage(), GradeStage(), RFTStage(), EvalStage())}
-"""Registered stages by name, in pipeline order."""
