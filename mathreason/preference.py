@@ -314,6 +314,7 @@ def train_preference(
     key: str,
     seed: int,
     log: Callable[..., None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``init_model`` with ``pref.objective`` on ``items`` (:func:`pair_items` or :func:`awr_items`).
 
@@ -378,7 +379,7 @@ def train_preference(
         train_dataset=items,
         data_collator=collate,
         processing_class=tokenizer,
-        callbacks=[metrics_callback(log)],
+        callbacks=[metrics_callback(log), *callbacks],
         pref=pref,
     )
     resume = _last_complete_checkpoint(ckpt_dir)

@@ -273,3 +273,43 @@ def test_scaling_and_its_report_on_three_tiny_sizes(tmp_path, capsys):
     for f in ("report.csv", "scaling.png", "efficiency.png"):
         assert (root / "report" / f).stat().st_size > 0
     assert "per_step_dpo" in out.out
+
+
+@pytest.mark.slow
+def test_preference_training_resumes_after_a_crash_and_merges_lora(chain, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from mathreason.preference import pair_items, train_preference
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated crash")
+
+    run, cfg, _ = chain
+    items, dropped = pair_items(read_jsonl(run / "pairs" / "first_pit_full.jsonl"), 256)
+    assert items and dropped == 0
+    over = ["pref.train.max_steps=6", "pref.train.batch_size=2", "pref.train.per_device_batch_size=2", "pref.train.save_steps=2",
+            "pref.train.save_total_limit=3", "pref.train.lr_scheduler=linear"]
+    pref = load_config("tiny", over).pref
+    sft = str(run / "sft" / "model")
+    kw = dict(pref=pref, init_model=sft, tokenizer_path=sft, model_cfg=cfg.model, ref_cache=tmp_path / "ref.pt", key="k", seed=0)
+    full = train_preference(items, out_dir=tmp_path / "full", **kw)
+    assert full["optimizer_steps"] == 6 and full["reference"] == "computed"
+    with pytest.raises(KeyboardInterrupt):
+        train_preference(items, out_dir=tmp_path / "crash", callbacks=[Crash()], **kw)
+    assert not (tmp_path / "crash" / "model").exists()
+    resumed = train_preference(items, out_dir=tmp_path / "crash", **kw)
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["reference"] == "cache"
+    a, b = load_file(str(tmp_path / "full" / "model" / "model.safetensors")), load_file(str(tmp_path / "crash" / "model" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # LoRA: adapters on q/v only, merged into a plain checkpoint.
+    lora = load_config("tiny", over + ["pref.train.lora.enabled=true", "pref.train.lora.r=4", "pref.train.lora.target_modules=[q_proj,v_proj]"]).pref
+    train_preference(items, out_dir=tmp_path / "lora", **{**kw, "pref": lora})
+    out = tmp_path / "lora" / "model"
+    assert not any(p.name.startswith("adapter_") for p in out.iterdir())
+    trained, init = load_file(str(out / "model.safetensors")), load_file(str(run / "sft" / "model" / "model.safetensors"))
+    changed = {k for k in init if not torch.equal(init[k], trained[k])}
+    assert trained.keys() == init.keys() and changed and all(("q_proj" in k or "v_proj" in k) for k in changed)
