@@ -40,7 +40,6 @@ loses at most one shard and never duplicates a rollout.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import logging
 import math

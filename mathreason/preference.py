@@ -46,7 +46,7 @@ from shared.pairs import PairRows, collate_pair_rows, pair_token_rows
 
 __all__ = [
     "LOSS_TYPE",
-    "PreferenceTrainer",
+    "trainer_class",
     "awr_items",
     "collate_awr",
     "collate_pairs",
@@ -223,7 +223,8 @@ def reference_logps(
 
 
 @functools.cache
-def _trainer_class():
+def trainer_class():
+    """The :class:`PreferenceTrainer` class (built on first use, so importing this module does not import transformers)."""
     from transformers import Trainer
 
     class PreferenceTrainer(Trainer):
@@ -294,9 +295,9 @@ def _trainer_class():
 
 
 def __getattr__(name: str):
-    if name == "PreferenceTrainer":
-        return _trainer_class()
-    raise AttributeError(name)
+    if name == "PreferenceTrainer":  # mathreason.preference.PreferenceTrainer works too
+        return trainer_class()
+    raise AttributeError(f"module 'mathreason.preference' has no attribute {name!r}")
 
 
 # ====================================================================== the whole run
@@ -373,7 +374,7 @@ def train_preference(
 
         model = get_peft_model(model, lora)
     collate = (lambda b: collate_pairs(b, pad_id)) if pairs else (lambda b: collate_awr(b, pad_id))
-    trainer = _trainer_class()(
+    trainer = trainer_class()(
         model=model,
         args=args,
         train_dataset=items,

@@ -32,14 +32,11 @@ from typing import Any, ClassVar
 from mathreason.config import Config, ConfigError, dump_yaml, to_dict
 from mathreason.runs import (
     RunFolder,
-    ShardedRows,
     StageRecord,
-    atomic_write_json,
     atomic_write_text,
     hash_json,
     is_main_process,
     read_jsonl,
-    write_jsonl_atomic,
 )
 
 __all__ = ["RUN_POLICIES", "is_run_policy", "policy_tag", "FORMAT_VERSION", "Context", "Stage", "StageError", "check_stages", "require_file", "run_stage", "stage_key"]

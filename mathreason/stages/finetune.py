@@ -10,6 +10,7 @@ grader reads.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from mathreason.runs import read_jsonl, write_jsonl_atomic
 from mathreason.stages.base import Context, Stage, StageError, require_file
