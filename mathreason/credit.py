@@ -26,7 +26,9 @@ grader's rule). Schedules decide which prefixes are rolled out, in rounds:
 * ``linear``: round 0 rolls out V and step 0 of every response, round r step r of every response whose
   first zero has not been found yet (a response stops at its first Q = 0). For binary best-of-K
   estimates this finds exactly the first pit that ``all`` finds (the same prefixes get the same rollouts);
-  later Q's are not estimated (``null`` in the output);
+  later Q's are not estimated (``null`` in the output). Exact relative to the estimates, not to the true
+  Q: a sound prefix whose K rollouts all happen to fail is a zero for every schedule (with K = 5 and a
+  per-rollout success rate of 0.7 that is 0.24% of prefixes);
 * ``bisect``: binary search for the first zero over V, Q_0 .. Q_{S-1} (the last is the reward, 0 for a
   negative), assuming that no prefix recovers after a zero. About log2(S) rounds instead of up to S; where
   a response does recover, its pit can differ from ``linear``'s (benchmarks/pit_search.py measures how
@@ -127,8 +129,6 @@ class Response:
     """Completion tokens through each step (:func:`step_token_ends`)."""
     reward: float
     """1.0 for a correct response, 0.0 otherwise (the Q of the last prefix)."""
-    prefix_texts: list[str] = field(default_factory=list)
-    """``decode(token_ids[:end])`` for the empty prefix and every step end but the last (graded with each rollout)."""
 
     @property
     def num_steps(self) -> int:
@@ -302,7 +302,10 @@ def estimate_credit(
     K = settings.rollouts
     states = [_State(r) for r in responses]
     cache: dict[str, PrefixResult] = {}
-    stats = {"rounds": 0, "unique_prefixes": 0, "rollouts_generated": 0, "rollout_tokens": 0}
+    # Totals count every rollout of the computation (shards replayed from disk included), so a resumed
+    # computation reports what an uninterrupted one does; *_this_run count what this call generated.
+    stats = {"rounds": 0, "unique_prefixes": 0, "rollouts_generated": 0, "rollout_tokens": 0,
+             "rollouts_generated_this_run": 0, "rollout_tokens_this_run": 0}
     bar = tqdm(desc=f"advantages ({settings.schedule})", unit="prefix", disable=not progress)
     round_index = 0
     while True:
@@ -327,7 +330,9 @@ def estimate_credit(
         for ci, chunk in enumerate(chunks):
             if ci in done:
                 for row in store.read_shard(ci):
-                    cache[row["prefix"]] = PrefixResult.from_dict(row)
+                    res = cache[row["prefix"]] = PrefixResult.from_dict(row)
+                    stats["rollouts_generated"] += K
+                    stats["rollout_tokens"] += res.tokens
                 bar.update(len(chunk))
                 continue
             results = rollout([todo[k] for k in chunk])
@@ -339,6 +344,8 @@ def estimate_credit(
                 cache[k] = res
                 stats["rollouts_generated"] += K
                 stats["rollout_tokens"] += res.tokens
+                stats["rollouts_generated_this_run"] += K
+                stats["rollout_tokens_this_run"] += res.tokens
             if store is not None:
                 store.write(ci, [{"prefix": k, **cache[k].to_dict()} for k in chunk])
             bar.update(len(chunk))
@@ -402,7 +409,11 @@ def _row(st: _State, settings: CreditSettings, cache: Mapping[str, PrefixResult]
         reason = "no step loses value"
     else:
         pit_adv = advs[pit]
-        if pit_adv is None:
+        if pit_adv is None and settings.schedule == "bisect" and v is not None and v <= 0.0:
+            # bisect stopped at V = 0: under its no-recovery assumption every Q is 0, no step loses value.
+            reason = "advantage at the pit is not negative"
+            pit = -1
+        elif pit_adv is None:
             reason = "advantage at the pit unknown"
             pit = -1
         elif pit_adv >= 0:

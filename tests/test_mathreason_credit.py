@@ -207,12 +207,13 @@ def test_identical_prefixes_are_rolled_out_once_across_responses():
     assert rows[0]["rollouts"] == rows[1]["rollouts"] == 4 * 4  # each response's own prefixes, shared ones included
 
 
-def test_negative_without_a_losing_step_has_no_pit():
+@pytest.mark.parametrize("schedule", ["linear", "all", "bisect"])
+def test_negative_without_a_losing_step_has_no_pit(schedule):
     # The question is unsolvable from the start: V = 0, every Q = 0: no step loses value.
-    r, _ = make_response("q", ["a", "b"], "7")
-    rows, summary = run([r], Scripted(lambda prefix: 0.0), schedule="all")
+    r, _ = make_response("q", ["a", "b", "c", "d"], "7")
+    rows, summary = run([r], Scripted(lambda prefix: 0.0), schedule=schedule)
     assert rows[0]["pit"] == -1 and rows[0]["no_pit_reason"] == "advantage at the pit is not negative"
-    assert summary["negatives_without_pit"] == 1
+    assert summary["negatives_without_pit"] == 1 and rows[0]["v"] == 0.0
 
 
 def test_truncated_rollouts_are_failures():
@@ -261,7 +262,8 @@ def test_resume_after_a_crash_gives_the_rows_of_an_uninterrupted_run(tmp_path):
     rows, summary = estimate_credit(data, resumed_fn, settings, folder=tmp_path / "b", key="k")
     assert rows == whole
     # Only the unfinished shards were rolled out again: nothing lost, nothing duplicated.
-    assert len(sampler.rows) == summary["rollouts_generated"] < len(data) * 5 * 6
+    assert len(sampler.rows) == summary["rollouts_generated_this_run"] < summary["rollouts_generated"]
+    assert summary["rollouts_generated"] == summary["unique_prefixes"] * 5
 
 
 def test_settings_are_checked():
