@@ -63,6 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=64, help="transformers backend batch size")
     ap.add_argument("--backends", default="transformers,vllm", help="comma-separated backends to try")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM: fraction of GPU memory it may take")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None, help="where the tiny model is built (default: a temporary folder)")
@@ -106,13 +107,16 @@ def main(argv=None) -> dict:
             "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
             "results": [],
         }
         for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if not backend_available(name):
                 report["results"].append({"backend": name, "skipped": "not available here (vLLM needs CUDA and an importable vllm)"})
                 continue
-            sampler = make_sampler(model_path, backend=name, batch_size=args.batch_size, seed=args.seed)
+            sampler = make_sampler(
+                model_path, backend=name, batch_size=args.batch_size, seed=args.seed, gpu_memory_utilization=args.gpu_memory_utilization
+            )
             try:
                 t0 = time.perf_counter()
                 sampler.generate(requests[:1], SamplingParams(temperature=args.temperature, max_tokens=4))
