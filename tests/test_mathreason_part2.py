@@ -316,3 +316,37 @@ def test_preference_training_resumes_after_a_crash_and_merges_lora(chain, tmp_pa
     trained, init = load_file(str(out / "model.safetensors")), load_file(str(run / "sft" / "model" / "model.safetensors"))
     changed = {k for k in init if not torch.equal(init[k], trained[k])}
     assert trained.keys() == init.keys() and changed and all(("q_proj" in k or "v_proj" in k) for k in changed)
+
+
+@pytest.mark.slow
+def test_per_step_dpo_under_a_two_process_launch_matches_the_reference_of_one_process(chain, tmp_path):
+    """`pref` under `pipeline.launcher` (torchrun, 2 CPU processes, gloo): the reference pass is split over
+    the processes and gathered, giving the log-probs one process computed; one process records."""
+    run, _, _ = chain
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    # The reference cache of per-step DPO's pairs (first_pit_full) and pi_sft, computed by one process.
+    from mathreason.runs import hash_json
+
+    fp = lambda p: json.loads((copy / "pref" / "per_step_dpo" / "stage.json").read_text())["inputs"][p]  # noqa: E731
+    key = hash_json([fp("data:first_pit_full.jsonl"), fp("init"), 256, "ref-v1"])[:20]
+    cached = copy / "ref_logps" / f"{key}.pt"
+    single = torch.load(cached, weights_only=True)
+    shutil.rmtree(copy / "ref_logps")
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    cmd = _cli() + [
+        "pipeline", "--config", "tiny", f"run_dir={copy}", "pipeline.stages=[pref]", f"pipeline.launcher={launcher}",
+        "pref.beta=0.2", "pref.train.per_device_batch_size=4", "pref.ref_batch_size=3", "--quiet",
+    ]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads((copy / "pref" / "per_step_dpo" / "stage.json").read_text())
+    assert rec["status"] == "done" and rec["summary"]["processes"] == 2 and rec["summary"]["reference"] == "computed"
+    (new,) = list((copy / "ref_logps").glob("*.pt"))
+    assert new.name == cached.name
+    two = torch.load(new, weights_only=True)
+    assert len(two["chosen"]) == len(single["chosen"])
+    for a, b in zip(single["chosen"] + single["rejected"], two["chosen"] + two["rejected"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    done = [m for m in read_jsonl(copy / "metrics.jsonl") if m.get("event") == "done" and m["stage"] == "pref/per_step_dpo"]
+    assert len(done) == 2  # the chain's run and this one: only rank 0 records
