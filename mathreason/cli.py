@@ -4,6 +4,7 @@
     mathreason pipeline --config FILE_OR_PRESET [--stages sft,sample,...] [--methods sft,rft,...] [overrides]
     mathreason scaling --config FILE_OR_PRESET [overrides]         # scaling.methods at every scaling.sizes x seeds
     mathreason scaling-report --config FILE_OR_PRESET [overrides]  # SFT power law, data-efficiency factors, figures
+    mathreason diagnostics --config FILE_OR_PRESET [overrides]    # arith study: pits vs truth, Fig. 7 Q curves
     mathreason methods                                            # the methods a study can compare
     mathreason show-config --config FILE_OR_PRESET [overrides]     # the resolved config as YAML
     mathreason <stage|pipeline> ... --print-config                 # the same, as stargraph's commands do
@@ -82,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scaling-report", help="fit SFT's power law and write every method's data-efficiency factors", description="scaling report")
     _add_config_args(p)
     p.add_argument("--out", default=None, help="output folder (default: <scaling root>/report)")
+    p = sub.add_parser(
+        "diagnostics",
+        help="on the arith task: first pits vs the first wrong equation, and Fig. 7 (mean Q per step of each policy)",
+        description="diagnostics of a scaling study on the arith task",
+    )
+    _add_config_args(p)
+    p.add_argument("--no-qcurves", action="store_true", help="only the pit-vs-truth check (no Fig. 7 runs)")
+    p.add_argument("--questions", type=int, default=100, help="Fig. 7: test questions per policy")
+    p.add_argument("--samples", type=int, default=2, help="Fig. 7: responses per question")
+    p.add_argument("--rollouts", type=int, default=4, help="Fig. 7: pi_sft rollouts per step prefix (Monte-Carlo Q)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("methods", help="list the methods a study can compare")
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_args(p, print_config=False)
@@ -160,6 +172,15 @@ def _run(args: argparse.Namespace) -> int:
         from mathreason.scaling_report import format_table
 
         print(format_table(rep))
+        return 0
+    if args.command == "diagnostics":
+        from mathreason.diagnostics import write_diagnostics
+
+        out = write_diagnostics(
+            cfg, qcurves=not args.no_qcurves, questions=args.questions, samples=args.samples, rollouts=args.rollouts,
+            progress=not args.quiet,
+        )
+        print(json.dumps({"pit_truth_overall": out["pit_truth_overall"], "qcurves": {k: {t: c["mean_q"] for t, c in v.items()} for k, v in out["qcurves"].items()}}, default=str))
         return 0
     if args.command == "scaling":
         from mathreason.scaling import run_scaling

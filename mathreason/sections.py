@@ -12,6 +12,7 @@ from typing import Literal
 from shared import configlib
 
 __all__ = [
+    "ArithConfig",
     "BackendConfig",
     "DataConfig",
     "EvalConfig",
@@ -97,13 +98,49 @@ class ModelConfig:
 
 
 @dataclass
+class ArithConfig:
+    """The generated multi-step arithmetic task (`data.dsyn: arith`, benchmark `arith`; mathreason.arith)."""
+
+    train_size: int = 4000
+    """Training problems generated (the D_syn pool; `data.subset_size` takes nested subsets of it)."""
+    test_size: int = 500
+    """Test problems generated (the `arith` benchmark), disjoint from the training problems."""
+    seed: int = 0
+    """Seed of the problems (independent of the run seed, so every seed of a study sees the same task and test set)."""
+    min_steps: int = 2
+    """Fewest equations per solution."""
+    max_steps: int = 4
+    """Most equations per solution (the number of steps sets the difficulty)."""
+    max_operand: int = 9
+    """New numbers are drawn from 2 .. max_operand."""
+    max_start: int = 20
+    """The starting count is drawn from 2 .. max_start."""
+    max_value: int = 99
+    """Every intermediate value stays in 0 .. max_value."""
+    max_distractors: int = 1
+    """Up to this many sentences about other people's items."""
+
+    def validate(self) -> None:
+        _require(self.train_size >= 1 and self.test_size >= 1, "train_size", "train_size and test_size must be >= 1")
+        _require(1 <= self.min_steps <= self.max_steps, "min_steps", "need 1 <= min_steps <= max_steps")
+        _require(self.max_operand >= 2 and self.max_start >= 2, "max_operand", "max_operand and max_start must be >= 2")
+        _require(self.max_value >= max(self.max_start, 4), "max_value", "must be >= max(max_start, 4)")
+        _require(self.max_distractors >= 0, "max_distractors", "must be >= 0")
+
+    def spec(self):
+        from mathreason.arith import ArithSpec
+
+        return ArithSpec(self.min_steps, self.max_steps, self.max_operand, self.max_start, self.max_value, self.max_distractors)
+
+
+@dataclass
 class DataConfig:
     """D_syn (the synthetic training problems) and the prompt format."""
 
     dataset: Literal["gsm8k", "math"] = "gsm8k"
     """Answer format of the task: grading, prompt defaults and GSM8K equation dedup follow it."""
     dsyn: str = "gsm8k"
-    """D_syn source: `gsm8k` or `math` (the training set's reference solutions under $STEPCREDIT_DATA), `tiny` (a handful of generated arithmetic problems written into the run folder), or a path to any jsonl of problems with solutions."""
+    """D_syn source: `gsm8k` or `math` (the training set's reference solutions under $STEPCREDIT_DATA), `tiny` (a handful of generated one-step problems written into the run folder), `arith` (the generated multi-step arithmetic task, `data.arith`), or a path to any jsonl of problems with solutions."""
     dsyn_split: str = "train"
     """Split read when `dsyn` names a dataset."""
     subset_size: int | None = None
@@ -118,6 +155,8 @@ class DataConfig:
     """Number of generated training problems when `dsyn` is `tiny`."""
     tiny_test_size: int = 8
     """Number of generated test problems when `dsyn` is `tiny` (the `tiny` evaluation benchmark)."""
+    arith: ArithConfig = field(default_factory=ArithConfig)
+    """The generated arithmetic task (used when `dsyn` is `arith` or a benchmark is `arith`)."""
 
     def __post_init__(self) -> None:
         if self.prompt_template is None:
@@ -128,6 +167,7 @@ class DataConfig:
         _require(self.subset_size is None or self.subset_size >= 1, "subset_size", "must be >= 1 or null")
         _require(self.tiny_train_size >= 1, "tiny_train_size", "must be >= 1")
         _require(self.tiny_test_size >= 1, "tiny_test_size", "must be >= 1")
+        self.arith.validate()
 
 
 @dataclass
@@ -189,6 +229,8 @@ class TrainConfig:
     """Write a resumable checkpoint every this many steps (the stage resumes from the newest one)."""
     save_total_limit: int = 2
     """Checkpoints kept on disk."""
+    keep_checkpoints: bool = True
+    """Keep the last checkpoints after the final model is written (false: delete them, e.g. for small cached artefacts)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings."""
     deepspeed: str | None = None
@@ -313,7 +355,7 @@ class EvalConfig:
     policies: list[str] = field(default_factory=lambda: ["sft", "rft"])
     """Models to evaluate: `sft`, `rft`, `base`, or model paths / hub ids."""
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
-    """`gsm8k` (test), `math500`, `math` (test), `tiny` (the tiny preset's test problems) or a jsonl path."""
+    """`gsm8k` (test), `math500`, `math` (test), `tiny` (the tiny preset's test problems), `arith` (the generated task's test problems) or a jsonl path."""
     limit: int | None = None
     """Evaluate only the first this many problems of each benchmark (None = all)."""
     greedy: bool = True

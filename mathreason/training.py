@@ -274,6 +274,9 @@ def finish_training(
         if final_dir.exists():
             shutil.rmtree(final_dir)
         tmp_dir.rename(final_dir)
+        if not cfg.keep_checkpoints:
+            for p in final_dir.parent.joinpath("checkpoints").glob("checkpoint-*"):
+                shutil.rmtree(p, ignore_errors=True)
     _wait_for_everyone()
 
 

@@ -118,3 +118,14 @@ def test_batch_size_must_split_over_processes(base, tmp_path, monkeypatch):
             examples, init_model=path, tokenizer_path=path, model_cfg=ModelConfig(), cfg=_cfg(batch_size=4),
             out_dir=tmp_path, key="k", seed=0,
         )
+
+
+@pytest.mark.slow
+def test_checkpoints_can_be_dropped_once_the_model_is_written(base, tmp_path):
+    path, _, examples = base
+    kw = dict(init_model=path, tokenizer_path=path, model_cfg=ModelConfig(), key="k", seed=0)
+    train_causal_lm(examples, out_dir=tmp_path / "keep", cfg=_cfg(max_steps=4), **kw)
+    assert list((tmp_path / "keep" / "checkpoints").glob("checkpoint-*"))
+    train_causal_lm(examples, out_dir=tmp_path / "drop", cfg=_cfg(max_steps=4, keep_checkpoints=False), **kw)
+    assert not list((tmp_path / "drop" / "checkpoints").glob("checkpoint-*"))
+    assert (tmp_path / "drop" / "model" / "model.safetensors").exists()

@@ -85,6 +85,7 @@ class Context:
         self._dsyn: list | None = None
         self._dsyn_fp: str | None = None
         self._tiny_paths: tuple[Path, Path] | None = None
+        self._arith_paths: tuple[Path, Path] | None = None
         self._base: str | None = None
         self._benchmarks: dict[str, list] = {}
         if cfg.threads:
@@ -126,6 +127,15 @@ class Context:
             self._tiny_paths = write_tiny_problems(self.run.root / "data", d.tiny_train_size, d.tiny_test_size, seed=self.cfg.seed)
         return self._tiny_paths
 
+    def arith_paths(self) -> tuple[Path, Path]:
+        """``data/arith_train.jsonl`` and ``data/arith_test.jsonl`` of the generated arithmetic task."""
+        from mathreason.arith import write_arith_problems
+
+        if self._arith_paths is None:
+            a = self.cfg.data.arith
+            self._arith_paths = write_arith_problems(self.run.root / "data", a.train_size, a.test_size, a.spec(), seed=a.seed)
+        return self._arith_paths
+
     def dsyn(self) -> list:
         """The D_syn problems this run uses (the nested subset), also written to ``data/dsyn.jsonl``."""
         if self._dsyn is not None:
@@ -139,6 +149,10 @@ class Context:
             if d.dataset != "gsm8k":
                 raise ConfigError("field data.dataset: the tiny problems are GSM8K-style; set data.dataset: gsm8k")
             problems = load_jsonl_problems(self.tiny_paths()[0], dataset="gsm8k", source="tiny", skip_malformed=d.skip_malformed)
+        elif d.dsyn == "arith":
+            if d.dataset != "gsm8k":
+                raise ConfigError("field data.dataset: the arith problems are GSM8K-style; set data.dataset: gsm8k")
+            problems = load_jsonl_problems(self.arith_paths()[0], dataset="gsm8k", source="arith", skip_malformed=d.skip_malformed)
         elif d.dsyn in ("gsm8k", "math"):
             if d.dsyn != d.dataset:
                 raise ConfigError(f"field data.dsyn: {d.dsyn!r} does not match data.dataset {d.dataset!r}")
@@ -180,6 +194,8 @@ class Context:
 
             if name == "tiny":
                 probs = load_jsonl_problems(self.tiny_paths()[1], dataset="gsm8k", source="tiny")
+            elif name == "arith":
+                probs = load_jsonl_problems(self.arith_paths()[1], dataset="gsm8k", source="arith")
             elif name in ("gsm8k", "math"):
                 probs = load_problems(name, split="test")
             elif name in ("math500", "math-500"):
@@ -187,7 +203,7 @@ class Context:
             else:
                 path = Path(name).expanduser()
                 if not path.is_file():
-                    raise ConfigError(f"field eval.benchmarks: {name!r} is not gsm8k, math, math500, tiny or an existing jsonl file")
+                    raise ConfigError(f"field eval.benchmarks: {name!r} is not gsm8k, math, math500, tiny, arith or an existing jsonl file")
                 probs = load_problems(str(path), dataset=self.cfg.data.dataset)
             probs = list(probs)
             if not probs:
@@ -207,9 +223,11 @@ class Context:
                 from mathreason.models import ensure_tiny_base
 
                 tmpl = self.template()
-                train, test = self.tiny_paths()
+                # The offline tokenizer is trained on the generated task's text: the arith training pool
+                # (never its test problems), or the tiny problems.
+                paths = [self.arith_paths()[0]] if self.cfg.data.dsyn == "arith" else list(self.tiny_paths())
                 corpus = []
-                for path in (train, test):
+                for path in paths:
                     for row in read_jsonl(path):
                         corpus.append(tmpl.render(row["question"]) + row["solution"])
                 self._base = str(ensure_tiny_base(m, self.run.root / "base" / "model", corpus, self.cfg.seed))

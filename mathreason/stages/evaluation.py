@@ -72,7 +72,7 @@ class EvalStage(Stage):
                         [(pid, ids) for pid, _, ids in prompts],
                         {p.id: p.answer for p in probs},
                         dataset=probs[0].dataset,
-                        out_dir=sdir / tag / (bench if bench in ("gsm8k", "math", "math500", "tiny") else policy_tag(bench)),
+                        out_dir=sdir / tag / (bench if bench in ("gsm8k", "math", "math500", "tiny", "arith") else policy_tag(bench)),
                         key=sub_key,
                         seed=ctx.cfg.seed,
                         greedy=c.greedy,

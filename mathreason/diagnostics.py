@@ -1,0 +1,189 @@
+"""Diagnostics of a study on the generated arithmetic task: first pits against the ground truth, and the
+paper's Fig. 7 (the mean Q per step position of responses from each trained policy).
+
+* :func:`pit_truth` checks credit assignment against truth: for every negative the ``advantages`` stage
+  valued, the first pit (from rollouts of the learned policy) is compared with the first wrong equation
+  of the response (:func:`mathreason.arith.first_wrong_line`, which the task can compute because it knows
+  every intermediate value). A step is a line of the response (newline splitter), so both are line
+  indices; a response whose steps are not its lines (a token spanning a line break merged two steps) is
+  counted apart and left out.
+* :func:`q_curve_steps` plans the Fig. 7 measurement with the normal stages, no special code path: for
+  each trained policy, a run folder under ``<point>/qcurves/<tag>/`` whose D_syn is the task's test
+  problems (a subset), where ``sample`` draws the policy's responses, ``grade`` grades them and
+  ``advantages`` (``select: all``, ``schedule: all``, ``mc_mean``) estimates the Q of every step prefix with
+  rollouts of the point's pi_sft. :func:`q_curve` averages those Q's per step position.
+* :func:`write_diagnostics` does both over a scaling study and writes ``diagnostics.json`` and
+  ``qcurves.png`` next to the scaling report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mathreason.runs import atomic_write_json, read_jsonl
+
+__all__ = ["pit_truth", "q_curve", "q_curve_steps", "write_diagnostics"]
+
+logger = logging.getLogger(__name__)
+
+
+def pit_truth(run_dir: str | Path) -> dict[str, Any]:
+    """First pits of ``<run_dir>/advantages`` against the first wrong equation of each negative."""
+    from mathreason.arith import first_wrong_line
+
+    run = Path(run_dir)
+    refs = {r["id"]: r["solution"] for r in read_jsonl(run / "data" / "dsyn.jsonl")}
+    graded = {(r["problem_id"], int(r["sample_index"])): r for r in read_jsonl(run / "grade" / "graded.jsonl")}
+    c: Counter = Counter()
+    offsets: Counter = Counter()
+    by_truth: dict[int, list[int]] = defaultdict(list)
+    for a in read_jsonl(run / "advantages" / "advantages.jsonl"):
+        if a["reward"] > 0:
+            continue
+        c["negatives"] += 1
+        s = graded[(a["problem_id"], int(a["sample_index"]))]
+        lines = [ln for ln in s["text"].split("\n") if ln.strip()]
+        if a["num_steps"] != len(lines):
+            c["unaligned"] += 1
+            continue
+        truth = first_wrong_line(s["text"], refs[a["problem_id"]])
+        if truth is None:
+            c["no_wrong_line"] += 1
+            continue
+        truth = min(truth, a["num_steps"] - 1)  # a missing line: the response's last step is where it went wrong
+        if a["pit"] < 0:
+            c["no_pit"] += 1
+            continue
+        c["compared"] += 1
+        hit = a["pit"] == truth
+        c["hit"] += hit
+        c["early"] += a["pit"] < truth
+        c["late"] += a["pit"] > truth
+        offsets[a["pit"] - truth] += 1
+        by_truth[truth].append(int(hit))
+    out: dict[str, Any] = dict(c)
+    for k in ("negatives", "compared", "hit", "early", "late", "no_pit", "no_wrong_line", "unaligned"):
+        out.setdefault(k, 0)
+    out["hit_rate"] = out["hit"] / out["compared"] if out["compared"] else None
+    out["hit_rate_of_negatives"] = out["hit"] / out["negatives"] if out["negatives"] else None
+    out["pit_minus_truth"] = {str(k): v for k, v in sorted(offsets.items())}
+    out["hit_rate_by_truth_line"] = {str(k): {"n": len(v), "hit_rate": sum(v) / len(v)} for k, v in sorted(by_truth.items())}
+    return out
+
+
+def q_curve_steps(point_cfg, policies: Mapping[str, str], *, questions: int, samples: int, rollouts: int):
+    """``[(tag, config)]`` of the Fig. 7 runs of one study point: one run folder per trained policy.
+
+    ``policies`` maps a tag to a policy name of the point (``sft``, ``rft``, ``pref/per_step_dpo``...).
+    """
+    from mathreason.config import build_config, to_dict
+    from mathreason.stages import Context
+
+    base_ctx = Context(point_cfg, progress=False)
+    test_path = base_ctx.arith_paths()[1]
+    sft = base_ctx.policy_path("sft")
+    out = []
+    for tag, pol in policies.items():
+        tree = to_dict(point_cfg)
+        tree["run_dir"] = str(Path(point_cfg.run_dir) / "qcurves" / tag)
+        tree["data"].update({"dsyn": str(test_path), "subset_size": questions, "subset_seed": 0})
+        tree["sample"].update({"policy": str(Path(base_ctx.policy_path(pol)).resolve()), "n": samples})
+        tree["advantages"].update(
+            {"policy": str(Path(sft).resolve()), "select": "all", "schedule": "all", "estimator": "mc_mean", "rollouts": rollouts}
+        )
+        out.append((tag, build_config(tree)))
+    return out
+
+
+def q_curve(run_dir: str | Path, *, max_steps: int = 8) -> dict[str, Any]:
+    """Mean Q (under pi_sft's rollouts) per step position of the responses valued in ``run_dir``."""
+    rows = read_jsonl(Path(run_dir) / "advantages" / "advantages.jsonl")
+    per: dict[int, list[float]] = defaultdict(list)
+    v = [r["v"] for r in rows if r["v"] is not None]
+    for r in rows:
+        for i, q in enumerate(r["q"][:max_steps]):
+            if q is not None:
+                per[i].append(q)
+    return {
+        "responses": len(rows),
+        "accuracy": (sum(r["reward"] for r in rows) / len(rows)) if rows else None,
+        "v": (sum(v) / len(v)) if v else None,
+        "mean_q": [sum(per[i]) / len(per[i]) for i in sorted(per)],
+        "n": [len(per[i]) for i in sorted(per)],
+    }
+
+
+def _plot(curves: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shared.runio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for tag, c in curves.items():
+        ys = [c["v"]] + list(c["mean_q"])
+        ax.plot(range(len(ys)), ys, marker="o", label=f"{tag} (acc {c['accuracy']:.2f})")
+    ax.set_xlabel("step position (0 = the question, V)")
+    ax.set_ylabel("mean Q of the step prefix under pi_sft")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_diagnostics(
+    cfg,
+    *,
+    qcurves: bool = True,
+    questions: int = 100,
+    samples: int = 2,
+    rollouts: int = 4,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pit truth at every finished point of ``cfg``'s scaling study, and Fig. 7 at its largest size.
+
+    Writes ``<root>/report/diagnostics.json`` (and ``qcurves.png``); the Fig. 7 runs are ordinary run
+    folders under each point (``qcurves/<tag>``), so they resume and skip like any stage.
+    """
+    from mathreason.methods import METHODS, Step, run_plan
+    from mathreason.scaling import method_tags, points, study_root
+
+    root = study_root(cfg)
+    out: dict[str, Any] = {"pit_truth": {}, "qcurves": {}}
+    for p in points(cfg):
+        if not (p.run_dir / "advantages" / "advantages.jsonl").exists():
+            continue
+        out["pit_truth"][f"seed-{p.seed}/size-{p.size}"] = pit_truth(p.run_dir)
+    rates = [v["hit_rate"] for v in out["pit_truth"].values() if v["hit_rate"] is not None]
+    comp = sum(v["compared"] for v in out["pit_truth"].values())
+    hits = sum(v["hit"] for v in out["pit_truth"].values())
+    out["pit_truth_overall"] = {"compared": comp, "hit": hits, "hit_rate": hits / comp if comp else None, "points": len(rates)}
+    if qcurves:
+        largest = max(cfg.scaling.sizes)
+        tags = method_tags(list(cfg.scaling.methods))
+        for p in points(cfg):
+            if p.size != largest or (seeds is not None and p.seed not in seeds) or not (p.run_dir / "point.json").exists():
+                continue
+            pols = {tags[m]: METHODS[m].policy for m in cfg.scaling.methods}
+            curves = {}
+            for tag, qcfg in q_curve_steps(p.cfg, pols, questions=questions, samples=samples, rollouts=rollouts):
+                run_plan([Step(s, qcfg, s) for s in ("sample", "grade", "advantages")], progress=progress)
+                curves[tag] = q_curve(qcfg.run_dir)
+            out["qcurves"][f"seed-{p.seed}/size-{p.size}"] = curves
+            if curves:
+                _plot(curves, root / "report" / f"qcurves-seed{p.seed}.png", f"Fig. 7: mean Q per step (seed {p.seed}, D_syn = {p.size})")
+    atomic_write_json(root / "report" / "diagnostics.json", out)
+    return out

@@ -1,0 +1,72 @@
+"""The generated arithmetic task (mathreason.arith): seeded, disjoint splits, correct-by-construction
+solutions graded by the project's grader, the step count as difficulty, and the ground truth of the first
+wrong equation that credit assignment is checked against."""
+
+from __future__ import annotations
+
+import pytest
+
+from mathreason.arith import ArithSpec, arith_rows, first_wrong_line, reference_values, write_arith_problems
+from mathreason.config import load_config
+from mathreason.grading import grade_many
+from mathreason.stages import Context
+
+
+def test_rows_are_seeded_disjoint_and_correct_by_construction():
+    spec = ArithSpec(min_steps=2, max_steps=5, max_distractors=2)
+    train, test = arith_rows(300, 100, spec, seed=3)
+    assert (train, test) == arith_rows(300, 100, spec, seed=3)
+    assert train != arith_rows(300, 100, spec, seed=4)[0]
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    assert len({r["id"] for r in train + test}) == 400
+    verdicts = grade_many([r["solution"] for r in train + test], [r["answer"] for r in train + test], "gsm8k", workers=1)
+    assert all(v.correct for v in verdicts)
+    steps = [r["meta"]["steps"] for r in train]
+    assert min(steps) == 2 and max(steps) == 5
+    for r in train + test:
+        lines = r["solution"].split("\n")
+        assert len(lines) == r["meta"]["steps"] + 1 and lines[-1] == f"#### {r['answer']}"
+        assert reference_values(r["solution"]) == r["meta"]["values"]
+        assert all(0 <= v <= spec.max_value for v in r["meta"]["values"])
+        assert first_wrong_line(r["solution"], r["solution"]) is None
+    assert any(" has " in r["question"].split(".")[1] for r in train)  # distractor sentences occur
+
+
+def test_first_wrong_line_finds_the_first_equation_that_goes_wrong():
+    ref = "Buys 5: 7+5=<<7+5=12>>12\nBags: 2*3=<<2*3=6>>6\nAdds 6: 12+6=<<12+6=18>>18\n#### 18"
+    lines = ref.split("\n")
+
+    def with_line(i, text):
+        return "\n".join(lines[:i] + [text] + lines[i + 1 :])
+
+    assert first_wrong_line(ref, ref) is None
+    assert first_wrong_line(ref + "\n", ref) is None
+    assert first_wrong_line(with_line(0, "Buys 5: 7+5=<<7+5=13>>13"), ref) == 0  # wrong arithmetic
+    assert first_wrong_line(with_line(1, "Bags: 2*4=<<2*4=8>>8"), ref) == 1  # right arithmetic, wrong value
+    assert first_wrong_line(with_line(2, "Adds 6: 12+6=<<12+6=18>>19"), ref) == 2  # shown result differs
+    assert first_wrong_line(with_line(2, "Adds 6: 12+6 is 18"), ref) == 2  # no equation
+    assert first_wrong_line(with_line(3, "#### 17"), ref) == 3
+    assert first_wrong_line("\n".join(lines[:2]) + "\n#### 6", ref) == 2  # ended early
+    assert first_wrong_line("\n".join(lines[:3]), ref) == 3  # no answer line
+    # The first wrong line counts, whatever comes after it.
+    bad = with_line(1, "Bags: 2*3=<<2*3=7>>7").replace("12+6=<<12+6=18>>18", "12+7=<<12+7=19>>19")
+    assert first_wrong_line(bad, ref) == 1
+
+
+def test_the_arith_source_feeds_dsyn_subsets_and_the_benchmark(tmp_path):
+    over = [f"run_dir={tmp_path}", "data.dsyn=arith", "data.arith.train_size=40", "data.arith.test_size=10", "data.subset_size=25"]
+    ctx = Context(load_config("tiny", over), progress=False)
+    dsyn = ctx.dsyn()
+    assert len(dsyn) == 25 and all(p.id.startswith("arith/train/") for p in dsyn)
+    assert [p.id for p in ctx.benchmark("arith")] == [f"arith/test/{i}" for i in range(10)]
+    # The task does not depend on the run seed: every seed of a study sees the same problems and test set.
+    assert [p.id for p in ctx.benchmark("arith")] == [p.id for p in Context(load_config("tiny", [f"run_dir={tmp_path}/o", *over[1:], "seed=7"])).benchmark("arith")]
+    a, b = write_arith_problems(tmp_path / "x", 40, 10, load_config("tiny", over).data.arith.spec(), seed=0)
+    assert a.read_text() == (tmp_path / "data" / "arith_train.jsonl").read_text()
+
+
+def test_spec_is_checked():
+    with pytest.raises(ValueError):
+        ArithSpec(min_steps=3, max_steps=2)
+    with pytest.raises(ValueError, match="distinct"):
+        arith_rows(500, 0, ArithSpec(min_steps=1, max_steps=1, max_operand=2, max_start=2, max_distractors=0), seed=0)
