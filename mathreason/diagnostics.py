@@ -93,7 +93,8 @@ def q_curve_steps(point_cfg, policies: Mapping[str, str], *, questions: int, sam
         tree["data"].update({"dsyn": str(test_path), "subset_size": questions, "subset_seed": 0})
         tree["sample"].update({"policy": str(Path(base_ctx.policy_path(pol)).resolve()), "n": samples})
         tree["advantages"].update(
-            {"policy": str(Path(sft).resolve()), "select": "all", "schedule": "all", "estimator": "mc_mean", "rollouts": rollouts}
+            {"policy": str(Path(sft).resolve()), "select": "all", "schedule": "all", "estimator": "mc_mean", "rollouts": rollouts,
+             "samples_per_question": None, "include_truncated": True}
         )
         out.append((tag, build_config(tree)))
     return out

@@ -212,8 +212,9 @@ class PrefStage(Stage):
             ref_cache = ctx.run.root / "ref_logps" / f"{ref_key}.pt"
         if not items:
             raise StageError(
-                f"pref {p.name}: no training data ({dropped} items longer than pref.train.max_length); "
-                "sample more, check the pairs summary, or raise max_length"
+                f"pref {p.name}: no training data in {self._data(ctx)[0][1]} ({dropped} items dropped as longer than "
+                "pref.train.max_length); check the pairs/advantages summary (no negatives with a pit, or no positives), "
+                "sample more, or raise max_length"
             )
         ctx.run.log_metrics(self.record_name(ctx), event="data", items=len(items), dropped_too_long=dropped)
         summary = train_preference(

@@ -1,0 +1,53 @@
+"""The arith study reduced to one seed and two sizes (the README's study command with overrides), end to end
+through the normal stages: scaling (every method of the preset), scaling-report and diagnostics (first
+pits against the task's ground truth, Fig. 7 Q curves). The model is shrunk and trained for a few dozen
+steps, so the numbers mean nothing; the test checks that every output of the study is produced."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from mathreason.cli import main
+from mathreason.config import load_config
+from mathreason.methods import METHODS
+from mathreason.runs import read_jsonl
+
+
+@pytest.mark.slow
+def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
+    torch.set_num_threads(1)
+    root = tmp_path / "study"
+    over = [
+        f"run_dir={root}", "threads=1", "data.arith.train_size=120", "data.arith.test_size=40",
+        "data.arith.min_steps=1", "data.arith.max_steps=2", "data.arith.max_distractors=0", "data.arith.max_value=60",
+        "scaling.sizes=[60,120]", "scaling.seeds=[0]", "scaling.min_sizes=2",
+        "model.tiny.hidden_size=64", "model.tiny.intermediate_size=256", "model.tiny.num_hidden_layers=2", "model.tiny.vocab_size=400",
+        "sft.max_steps=150", "sft.learning_rate=3e-3", "rft.train.max_steps=20", "rft_adv.train.max_steps=20", "pref.train.epochs=1",
+        "sample.n=2", "sample.max_tokens=64", "advantages.rollouts=2", "eval.max_tokens=64",
+    ]
+    methods = load_config("arith").scaling.methods
+    t0 = time.time()
+    assert main(["scaling", "--config", "arith", *over, "--quiet"]) == 0
+    assert main(["scaling-report", "--config", "arith", *over]) == 0
+    assert main(["diagnostics", "--config", "arith", *over, "--questions", "8", "--samples", "1", "--rollouts", "2", "--quiet"]) == 0
+    print(f"reduced arith study: {time.time() - t0:.0f} s")
+    capsys.readouterr()
+    rep = json.loads((root / "report" / "report.json").read_text())
+    assert {(r["method"], r["size"]) for r in rep["rows"]} == {(m, n) for m in methods for n in (60, 120)}
+    for f in ("report.csv", "scaling.png", "efficiency.png", "diagnostics.json", "qcurves-seed0.png"):
+        assert (root / "report" / f).stat().st_size > 0
+    diag = json.loads((root / "report" / "diagnostics.json").read_text())
+    assert set(diag["pit_truth"]) == {"seed-0/size-60", "seed-0/size-120"}
+    for v in diag["pit_truth"].values():
+        assert v["negatives"] == v["compared"] + v["no_pit"] + v["no_wrong_line"] + v["unaligned"]
+        assert v["hit"] + v["early"] + v["late"] == v["compared"]
+    curves = diag["qcurves"]["seed-0/size-120"]
+    assert set(curves) == {METHODS[m].policy.replace("/", "-") for m in methods}
+    assert all(c["responses"] == 8 and 0.0 <= c["v"] <= 1.0 for c in curves.values())
+    # The Fig. 7 runs are ordinary run folders: the policy's responses valued by pi_sft's rollouts.
+    adv = read_jsonl(root / "seed-0" / "size-120" / "qcurves" / "pref-per_step_dpo" / "advantages" / "advantages.jsonl")
+    assert adv and all(r["schedule"] == "all" and r["estimator"] == "mc_mean" for r in adv)
