@@ -7,7 +7,9 @@ Subcommands (each reads and writes a run folder):
 - ``stargraph reproduce [RUN_DIR] --preset quick|paper``: SFT per seed, the Fig. 8 arms, CSVs,
   figures and ``summary.json``;
 - ``stargraph sweep [RUN_DIR] --preset sweep``: a grid of post-training runs in parallel workers;
-- ``stargraph figures RUN_DIR``: redraw the figures of a reproduce or sweep folder.
+- ``stargraph figures RUN_DIR``: redraw the figures of a reproduce or sweep folder;
+- ``stargraph rescore RUN_DIR...``: every current metric of the saved checkpoints, without retraining
+  (``rescore.jsonl`` / ``rescore.csv`` next to them).
 
 Config resolution: preset < ``--config FILE`` < per-field flags and ``--set key=value``.
 """
@@ -36,7 +38,7 @@ def _doc(cls: type) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stargraph", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,figures}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,figures,rescore}")
     for name, (cls, section, default_preset) in COMMANDS.items():
         sp = sub.add_parser(name, help=_doc(cls), description=_doc(cls))
         sp.add_argument("run_dir", nargs="?", default=None, help=f"run folder (default runs/{name}_<preset>)")
@@ -48,9 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", default=None, help="YAML config file applied over the preset")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. --set sft.lr=3e-4 (repeatable)")
         sp.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        if name == "sweep":
+            sp.add_argument("--dry-run", action="store_true", help="print the SFT runs and grid points (with their settings) and exit")
         configlib.add_dataclass_args(sp, cls)
     fp = sub.add_parser("figures", help="redraw the figures of a reproduce or sweep folder", description="Redraw fig8a/b/c.png (reproduce) or sweep_test_acc.png (sweep) from a run folder, offline.")
     fp.add_argument("run_dir", help="a reproduce or sweep run folder")
+    rp = sub.add_parser(
+        "rescore", help="recompute every metric of saved checkpoints (no retraining)",
+        description="Recompute every current metric (e.g. the teacher-forced per-token accuracy) of every checkpoint (*.pt) under the given folders; writes rescore.jsonl and rescore.csv next to the checkpoints.",
+    )
+    rp.add_argument("run_dirs", nargs="+", help="run folders (searched recursively) or checkpoint files")
+    rp.add_argument("--device", default="cpu")
+    rp.add_argument("--threads", type=int, default=1, help="torch threads")
+    rp.add_argument("--eval-batch-size", type=int, default=4096)
+    rp.add_argument("--bok-k", type=int, default=5)
+    rp.add_argument("--force", action="store_true", help="recompute folders whose rescore.jsonl is up to date")
     return p
 
 
@@ -67,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stargraph figures: {e}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "rescore":
+        import torch
+
+        from .rescore import rescore
+
+        torch.set_num_threads(args.threads)
+        try:
+            rescore(args.run_dirs, device=args.device, eval_batch_size=args.eval_batch_size, bok_k=args.bok_k, force=args.force)
+        except FileNotFoundError as e:
+            print(f"stargraph rescore: {e}", file=sys.stderr)
+            return 2
+        return 0
     cls, section, _ = COMMANDS[args.command]
     try:
         cfg = resolve(cls, preset=args.preset, config_file=args.config, overrides=configlib.overrides_from_args(args), preset_section=section)
@@ -77,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         print(configlib.dump_yaml(cfg), end="")
         return 0
     run_dir = Path(args.run_dir or f"runs/{args.command}_{args.preset or 'default'}")
+    if getattr(args, "dry_run", False):
+        from .sweep import describe
+
+        print(describe(cfg, run_dir))
+        return 0
     if args.command == "train":
         from .train import train_sft
 

@@ -29,6 +29,7 @@ Objective = Literal[
     "awr",
 ]
 OBJECTIVES: tuple[str, ...] = Objective.__args__  # type: ignore[attr-defined]
+Goals = Literal["leaf", "all_leaves", "all_nodes", "random_node"]
 
 
 @dataclass
@@ -47,15 +48,37 @@ class DataConfig:
     "Training graphs scored for the train metrics (the first ones of the training set)."
     seed: int | None = None
     "Seed of the graphs; null means the run seed."
+    goals: Goals = "leaf"
+    "Queries per training graph: leaf (round 1: the graph's own goal); all_leaves (Frydenlund's structured samples: the graph once per arm, goal = that arm's leaf, degree queries with the same edge list and source); all_nodes (every non-source node as the goal, degree*(path_len-1) queries; the path is the arm up to it); random_node (one query per graph, goal a seeded uniform non-source node). Train and test metrics always use the main family's own goals."
+    mix_path_lens: list[int] = field(default_factory=list)
+    "Shorter path lengths mixed into the training data (decomposition), e.g. [2, 3]: mix_n_train graphs of G(degree, l, num_nodes) each, left-padded to this family's row length; each family gets test metrics test_l<l>/."
+    mix_n_train: int = 1000
+    "Training graphs per mixed path length."
+    mix_n_test: int = 500
+    "Test graphs per mixed path length (metrics only)."
+    online: bool = False
+    "Online SFT data: every step trains on batch_size queries of newly drawn graphs (never a test graph) instead of epochs over the n_train graphs; train metrics still use the first n_eval_train fixed training graphs."
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_test", "n_eval_train"):
+        for name in ("n_train", "n_test", "n_eval_train", "mix_n_train", "mix_n_test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1")
         self.n_eval_train = min(self.n_eval_train, self.n_train)
         from .graphs import GraphSpec
 
         GraphSpec(self.degree, self.path_len, self.num_nodes)  # raises on an impossible family
+        check_mix(self.mix_path_lens, self.path_len, "data.mix_path_lens")
+
+    def query_options(self):
+        from .queries import QueryOptions
+
+        return QueryOptions(self.goals, tuple(self.mix_path_lens), self.mix_n_train, self.mix_n_test)
+
+
+def check_mix(lens: list[int] | None, path_len: int, name: str) -> None:
+    bad = [l for l in (lens or []) if not 2 <= l < path_len]
+    if bad or len(set(lens or [])) != len(lens or []):
+        raise ValueError(f"{name} must hold distinct path lengths in [2, path_len={path_len}), got {lens}")
 
 
 @dataclass
@@ -98,12 +121,14 @@ class SFTConfig:
     "Steps between evaluations (also at step 0 and at the end)."
     checkpoint_at: list[int] = field(default_factory=list)
     "Steps at which to save a checkpoint ckpt_<step>.pt (the final step is always saved)."
+    checkpoint_every_epochs: int = 0
+    "Also save ckpt_<step>.pt every this many epochs (Next-Token-Failures' --save_every; an epoch = len(training queries) // batch_size steps); 0 = off."
     resume_every: int = 500
     "Steps between resumable snapshots (model, optimizer, RNG); 0 = never. A killed run resumes from the last one."
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("sft.steps must be >= 0, sft.batch_size and sft.eval_every >= 1")
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every_epochs < 0:
+            raise ValueError("sft.steps, sft.checkpoint_every_epochs must be >= 0, sft.batch_size and sft.eval_every >= 1")
         bad = [s for s in self.checkpoint_at if not 0 <= s <= self.steps]
         if bad:
             raise ValueError(f"sft.checkpoint_at has steps outside [0, sft.steps={self.steps}]: {bad}")
@@ -136,6 +161,10 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    def __post_init__(self) -> None:
+        if self.data.online and self.sft.checkpoint_every_epochs:
+            raise ValueError("sft.checkpoint_every_epochs needs epochs: not with data.online")
+
     @property
     def data_seed(self) -> int:
         return self.seed if self.data.seed is None else self.data.seed
@@ -157,12 +186,26 @@ class PoolConfig:
     "Policy that samples the pool: the current one or the starting checkpoint."
     temperature: float = 1.0
     "Sampling temperature of the pool's responses."
+    arm_negatives: bool = False
+    "Add to every query of the pool one constructed negative per other arm (the path along that arm, as deep as the goal): its first pit is the critical token, so every goal gets a per-step pair, also the goals the policy already answers (AWR: a sample with advantage -V)."
 
     def __post_init__(self) -> None:
         if self.graphs < 1 or self.samples_per_graph < 1 or self.max_tries < 1 or self.resample_every < 0:
             raise ValueError("pool.graphs, pool.samples_per_graph, pool.max_tries must be >= 1 and resample_every >= 0")
         if not self.temperature > 0:
             raise ValueError("pool.temperature must be > 0")
+
+
+@dataclass
+class PostDataConfig:
+    goals: Literal["checkpoint", "leaf", "all_leaves", "all_nodes", "random_node"] = "checkpoint"
+    "Queries of the pools and of the sft / sft_critical controls (the same data): checkpoint = as the SFT run's data.goals; else leaf, all_leaves (every graph once per arm: structured pools), all_nodes or random_node (see stargraph train --data.goals). pool.graphs counts graphs: a pool has graphs x queries-per-graph queries."
+    mix_path_lens: list[int] | None = None
+    "Shorter path lengths mixed into pools and sft controls; null = as the SFT run's data.mix_path_lens."
+    mix_n_train: int | None = None
+    "Training graphs per mixed path length; null = as the SFT run's data.mix_n_train."
+    mix_n_test: int | None = None
+    "Test graphs per mixed path length (metrics test_l<l>/ only); null = as the SFT run's data.mix_n_test."
 
 
 @dataclass
@@ -208,6 +251,7 @@ class PostTrainConfig:
     pit_threshold: float | None = None
     "First pit = first step with Q <= threshold; null = first step with the lowest Q."
     pool: PoolConfig = field(default_factory=PoolConfig)
+    data: PostDataConfig = field(default_factory=PostDataConfig)
     eval_every: int = 50
     "Steps between evaluations (also at step 0 and at the end)."
     seed: int = 0

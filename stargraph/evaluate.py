@@ -37,35 +37,75 @@ def source_children(tokens_NT: torch.Tensor, P: int, degree: int) -> torch.Tenso
     return children.gather(1, order)
 
 
+def critical_mass(logits_NV: torch.Tensor, children_Nd: torch.Tensor, correct_N: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Where the probability at the critical position goes (float64, per graph; the three sum to 1).
+
+    ``logits_NV``: logits of the critical position; ``children_Nd``: the source's (distinct) children;
+    ``correct_N``: the correct child (one of them).  Returns ``p_correct_N`` (the correct child),
+    ``p_other_child_N`` (the other children together) and ``p_non_child_N`` (every other token).
+    """
+    if logits_NV.dim() != 2 or children_Nd.dim() != 2 or correct_N.shape != logits_NV.shape[:1] or children_Nd.shape[0] != logits_NV.shape[0]:
+        raise ValueError(f"critical_mass: expected (N, V), (N, d), (N,); got {tuple(logits_NV.shape)}, {tuple(children_Nd.shape)}, {tuple(correct_N.shape)}")
+    probs = torch.softmax(logits_NV.double(), dim=-1)
+    child = probs.gather(1, children_Nd).sum(1)
+    p_correct = probs.gather(1, correct_N.unsqueeze(1)).squeeze(1)
+    return {"p_correct_N": p_correct, "p_other_child_N": child - p_correct, "p_non_child_N": 1.0 - child}
+
+
 @torch.no_grad()
 def teacher_forced(model: GPT, data: TokenizedGraphs, *, batch_size: int = 4096, amp: bool | str = "auto") -> dict[str, torch.Tensor]:
     """Per-graph quantities of one teacher-forced pass (all on CPU, float64 where it matters).
 
     Returns ``logp_NL`` (log-prob of each true target token), ``correct_NL`` (argmax == target),
-    ``child_mass_N`` (probability of the source's children at the critical position) and
-    ``min_child_N`` (the critical argmax is the smallest-id child).
+    ``child_mass_N`` (probability of the source's children at the critical position),
+    ``other_child_N`` / ``non_child_N`` (probability of the other children / of non-child tokens there,
+    :func:`critical_mass`) and ``min_child_N`` (the critical argmax is the smallest-id child).  Rows with
+    a shorter target (``data.target_len_N``) add ``mask_NL``; their padding positions get log-prob 0
+    and count as correct, so products and "all correct" need no mask.
     """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     P, L = data.P, data.L
-    out: dict[str, list[torch.Tensor]] = {"logp_NL": [], "correct_NL": [], "child_mass_N": [], "min_child_N": []}
+    keys = ("logp_NL", "correct_NL", "child_mass_N", "other_child_N", "non_child_N", "min_child_N")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     degree = data.spec.degree
+    mask_all = data.target_mask_NL if data.target_len_N is not None else None
     for start in range(0, len(data), batch_size):
         tok = data.tokens_NT[start : start + batch_size].to(dev)
         with autocast(dev, amp):
             logits = model(tok[:, :-1], logits_from=P - 1)
         logits = logits.float()
         labels = tok[:, P:]
-        out["logp_NL"].append(token_logprobs(logits, labels).double().cpu())
+        logp = token_logprobs(logits, labels).double().cpu()
         pred = logits.argmax(-1)
-        out["correct_NL"].append((pred == labels).cpu())
+        correct = (pred == labels).cpu()
+        if mask_all is not None:
+            m = mask_all[start : start + batch_size].cpu()
+            logp = torch.where(m, logp, torch.zeros((), dtype=logp.dtype))
+            correct = correct | ~m
+        out["logp_NL"].append(logp)
+        out["correct_NL"].append(correct)
         kids = source_children(tok, P, degree)
-        probs = torch.softmax(logits[:, 1], dim=-1)
-        out["child_mass_N"].append(probs.gather(1, kids).sum(1).double().cpu())
+        cm = critical_mass(logits[:, 1], kids, labels[:, 1])
+        out["child_mass_N"].append((cm["p_correct_N"] + cm["p_other_child_N"]).cpu())
+        out["other_child_N"].append(cm["p_other_child_N"].cpu())
+        out["non_child_N"].append(cm["p_non_child_N"].cpu())
         out["min_child_N"].append((pred[:, 1] == kids.min(1).values).cpu())
     model.train(was_training)
-    return {k: torch.cat(v) for k, v in out.items()}
+    res = {k: torch.cat(v) for k, v in out.items()}
+    if mask_all is not None:
+        res["mask_NL"] = mask_all.cpu()
+    return res
+
+
+def _mean(x: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Mean of ``x`` over ``mask`` (all of it without one); nan when the mask is empty."""
+    x = x.double()
+    if mask is None:
+        return float(x.mean()) if x.numel() else float("nan")
+    n = mask.sum()
+    return float((x * mask).sum() / n) if n > 0 else float("nan")
 
 
 def summarize(tf: dict[str, torch.Tensor], *, bok_k: int = 5, prefix: str = "") -> dict[str, float]:
@@ -81,32 +121,53 @@ def summarize(tf: dict[str, torch.Tensor], *, bok_k: int = 5, prefix: str = "") 
       the rest); ``v_crit``: value at the critical decision, pi(critical) * q_crit (= the success
       probability of sampling after the source); ``*_bok``: the same under best-of-``bok_k``;
     - ``crit_child_mass``: probability on the source's children; ``crit_min_child``: fraction of
-      graphs whose critical argmax is the smallest-id child (the spurious heuristic).
+      graphs whose critical argmax is the smallest-id child (the spurious heuristic);
+    - where the critical position's mass goes (likelihood displacement): ``crit_p_other_child`` (the
+      other children), ``crit_p_non_child`` (every non-child token; with ``crit_prob`` they sum to 1),
+      ``crit_logp`` (mean log-prob of the correct child); ``path_logp``: mean log-likelihood of the true
+      path (summed over its tokens, source included), ``path_logp_given_source`` (after the source);
+    - ``forced_token_acc``: Next-Token-Failures' teacher-forced per-token accuracy (``evaluate_forced``'s
+      ``token_acc``: argmax == target given the true prefix, averaged over the target positions, source
+      included), ``forced_token_acc_given_source`` (positions after the source).  Their "forced
+      accuracy" (every target token right) is ``acc``.
+
+    Rows with a shorter target (``mask_NL`` in ``tf``) count only their true target positions.
     """
     logp, correct = tf["logp_NL"], tf["correct_NL"]
+    mask = tf.get("mask_NL")
     N, L = logp.shape
     steps_lp = logp[:, 1:]
     ex = exact_q_values(steps_lp, torch.ones_like(steps_lp, dtype=torch.bool))
     q_crit = ex.q_BS[:, 0] if L > 1 else torch.ones(N, dtype=torch.float64)
     v_crit = ex.v0_B
+    col = (lambda j: None) if mask is None else (lambda j: mask[:, j])
+    tail = (lambda j: None) if mask is None else (lambda j: mask[:, j:])
     m: dict[str, float] = {
-        "loss": float(-logp.mean()),
+        "loss": -_mean(logp, mask),
         "acc": float(correct.all(1).double().mean()),
         "acc_given_source": float(correct[:, 1:].all(1).double().mean()),
+        "forced_token_acc": _mean(correct, mask),
+        "forced_token_acc_given_source": _mean(correct[:, 1:], tail(1)),
+        "path_logp": float(logp.sum(1).mean()),
+        "path_logp_given_source": float(logp[:, 1:].sum(1).mean()),
     }
     for j in range(L):
-        m[f"acc_pos{j}"] = float(correct[:, j].double().mean())
+        m[f"acc_pos{j}"] = _mean(correct[:, j], col(j))
     if L > 1:
         m["crit_acc"] = float(correct[:, 1].double().mean())
         m["crit_prob"] = float(logp[:, 1].exp().mean())
+        m["crit_logp"] = float(logp[:, 1].mean())
     if L > 2:
-        m["lookup_acc"] = float(correct[:, 2:].double().mean())
+        m["lookup_acc"] = _mean(correct[:, 2:], tail(2))
     m["q_crit"] = float(q_crit.mean())
     m["v_crit"] = float(v_crit.mean())
     if bok_k > 0:
         m["q_crit_bok"] = float(best_of_k(q_crit, bok_k).mean())
         m["v_crit_bok"] = float(best_of_k(v_crit, bok_k).mean())
     m["crit_child_mass"] = float(tf["child_mass_N"].mean())
+    if "other_child_N" in tf:
+        m["crit_p_other_child"] = float(tf["other_child_N"].mean())
+        m["crit_p_non_child"] = float(tf["non_child_N"].mean())
     m["crit_min_child"] = float(tf["min_child_N"].double().mean())
     clean = {k: (v if math.isfinite(v) else float("nan")) for k, v in m.items()}
     return {f"{prefix}{k}": v for k, v in clean.items()}

@@ -15,6 +15,12 @@ builds its batches:
 - ``awr``: :func:`shared.losses.advantage_weighted_loss` with step advantages
   :func:`shared.advantages.step_advantages` on every sample.
 
+Queries (``data``, :mod:`stargraph.queries`): by default those of the SFT run (round 1: each training
+graph with its own goal); ``data.goals`` / ``data.mix_path_lens`` switch to structured goals (every
+graph once per arm), goals inside an arm, or mixed shorter families.  A pool then holds ``pool.graphs``
+graphs with all their queries, and the ``sft`` / ``sft_critical`` controls train on the same query set.
+``pool.arm_negatives`` adds one constructed negative per other arm to every query.
+
 The reference of the preference losses is the starting checkpoint (frozen); its token log-probs are
 computed once per pool.  A post-training run is short; when killed it restarts from its start (its
 metrics file is rewritten), so nothing is duplicated.
@@ -36,12 +42,13 @@ from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
 from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit_distance_pairs, pair_token_rows, random_pairs
 
 from . import runio
-from .config import PostTrainConfig
-from .evaluate import evaluate
-from .graphs import GraphSpec, fresh_graphs, make_splits
+from .config import DataConfig, PostDataConfig, PostTrainConfig, check_mix
+from .evaluate import evaluate, source_children
+from .graphs import GraphSpec
 from .model import GPT, autocast
 from .rollouts import StepQ, exact_step_q, mc_step_q, on_path, sample_responses, true_path_step_q
-from .tokenizer import TokenizedGraphs, tokenize_graphs
+from .queries import QueryOptions, QuerySet, fresh_queries, load_query_data
+from .tokenizer import TokenizedGraphs
 from .train import EpochSampler, setup_runtime
 
 Log = Callable[[str], None]
@@ -100,18 +107,23 @@ class PostTrainer:
         self.ck_spec = dict(sp)
         self.spec = GraphSpec(sp["degree"], sp["path_len"], sp["num_nodes"])
         self.data_seed = int(sp["data_seed"])
-        train_g, test_g = make_splits(self.spec, int(sp["n_train"]), int(sp["n_test"]), self.data_seed)
-        self.train = tokenize_graphs(train_g, self.device)
-        self.test = tokenize_graphs(test_g, self.device)
+        self.qd = load_query_data(self.spec, int(sp["n_train"]), int(sp["n_test"]), self.data_seed, query_options(sp, cfg.data), self.device)
+        self.train = self.qd.train_main  # the main family's training graphs with their own goals
+        self.test = self.qd.test
+        # The queries of the pools and the data of the sft / sft_critical controls (the same set).
+        self.queries = self.qd.train_q
+        self.sft_data = self.queries.data
+        self.sft_mask = None if self.sft_data.target_len_N is None else self.sft_data.target_mask_NL
         n_eval = int(sp.get("n_eval_train", min(len(self.train), len(self.test))))
-        self.eval_sets = {"train": self.train.subset(slice(0, n_eval)), "test": self.test}
-        self.seen_keys = set(train_g.keys()) | set(test_g.keys())
+        self.eval_sets = {"train": self.train.subset(slice(0, n_eval)), "test": self.test, **self.qd.extra_eval}
+        self.seen_keys = self.qd.seen_keys[0]
         self.P, self.T, self.S = self.train.P, self.train.T, self.spec.path_len - 1
         self.pad = self.spec.num_nodes + 3
         # Seeded streams: torch for sampling and batches, numpy for pair choices.
         self.gen_sample = torch.Generator(device=self.device).manual_seed(cfg.seed * 104729 + 3)
         self.gen_batch = torch.Generator().manual_seed(cfg.seed * 104729 + 5)
         self.rng = np.random.default_rng([cfg.seed, 11])
+        self.rng_goals = np.random.default_rng([cfg.seed, 13])  # random_node goals of fresh pools
         self.opt = runio.make_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.round = 0
 
@@ -121,26 +133,36 @@ class PostTrainer:
         cfg, pc = self.cfg, self.cfg.pool
         rt = cfg.runtime
         if pc.policy == "fresh":
-            fg = fresh_graphs(self.spec, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, self.seen_keys)
-            graphs = tokenize_graphs(fg, self.device)
-            gidx = torch.arange(len(graphs))
+            qs = fresh_queries(self.qd, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, rng=self.rng_goals, device=self.device)
+            n_graphs = qs.n_groups
+            gidx = torch.arange(len(qs))
         else:
-            graphs = self.train
-            n = min(pc.graphs, len(graphs))
-            gidx = torch.randperm(len(graphs), generator=self.gen_batch)[:n].sort().values
+            # pool.graphs graphs, each with all of its queries (one per graph in round 1)
+            qs = self.queries
+            n_graphs = min(pc.graphs, qs.n_groups)
+            chosen = torch.randperm(qs.n_groups, generator=self.gen_batch)[:n_graphs].sort().values
+            gidx = chosen if self.qd.options.trivial else torch.isin(qs.group_N, chosen).nonzero().squeeze(1)
+        graphs = qs.data
         sampler = self.model if (pc.sampler == "current" and pc.policy != "fixed") else self.ref
         tries = pc.max_tries if pc.policy == "balanced" else pc.samples_per_graph
         graph_M = gidx.repeat_interleave(tries)
         resp = sample_responses(sampler, graphs, graph_M, temperature=pc.temperature, generator=self.gen_sample, amp=rt.amp, batch_size=rt.eval_batch_size).cpu()
         correct = on_path(graphs, graph_M, resp)[:, -1]
-        stats = {"pool/graphs": int(gidx.numel()), "pool/sample_acc": float(correct.double().mean())}
+        stats = {"pool/graphs": n_graphs, "pool/sample_acc": float(correct.double().mean())}
+        if not self.qd.options.trivial:
+            stats["pool/queries"] = int(gidx.numel())
         if pc.policy == "balanced":
             graph_M, resp, correct = self._balance(gidx, graph_M, resp, correct, tries)
+        if pc.arm_negatives:
+            g_add, r_add = arm_negatives(qs, gidx, self.pad)
+            graph_M, resp = torch.cat([graph_M, g_add]), torch.cat([resp, r_add])
+            correct = torch.cat([correct, torch.zeros(g_add.numel(), dtype=torch.bool)])
+            stats["pool/arm_negatives"] = int(g_add.numel())
         pool = Pool(graphs, graph_M, resp, correct)
         stats.update({"pool/samples": int(resp.shape[0]), "pool/negatives": int((~correct).sum())})
         if cfg.objective in NEEDS_Q:
             pool.q = self._step_q(sampler, graphs, graph_M, resp)
-            mask = torch.ones_like(pool.q.q_MS, dtype=torch.bool)
+            mask = graphs.step_mask(graph_M)
             pool.pit_M = first_pit(pool.q.q_MS, mask, threshold=cfg.pit_threshold)
             neg = ~correct
             pits = pool.pit_M[neg]
@@ -150,6 +172,12 @@ class PostTrainer:
                 # pits that really are the first wrong step (exact Q makes this 1)
                 first_wrong = (~on_path(graphs, graph_M[neg], resp[neg])).to(torch.int8).argmax(1)
                 stats["pool/pit_is_first_error"] = float((pits == first_wrong).double().mean())
+                # at a critical pit, is the rejected token the other child (informative about which child
+                # is right) or a non-child token (only about answering a child at all)?
+                crit_rows = neg.nonzero().squeeze(1)[pits == 0]
+                if crit_rows.numel():
+                    kids = source_children(graphs.tokens_NT[graph_M[crit_rows].to(graphs.tokens_NT.device)].cpu(), self.P, self.spec.degree)
+                    stats["pool/crit_pit_other_child"] = float((kids == resp[crit_rows, :1]).any(1).double().mean())
         pool.stats = stats
         self.round += 1
         return pool
@@ -207,8 +235,9 @@ class PostTrainer:
         g_np = pool.graph_M.numpy()
         order = np.argsort(g_np, kind="stable")
         bounds = np.flatnonzero(np.diff(g_np[order])) + 1
-        rows = []
+        rows, row_q = [], []
         path_np = graphs.path_NL.cpu().numpy()
+        n_steps = graphs.step_mask().sum(1).numpy()  # steps of each query (S unless a goal is inside an arm)
         resp_np = pool.resp_MS.numpy()
         correct_np = pool.correct_M.numpy()
         pit_np = pool.pit_M.numpy() if pool.pit_M is not None else None
@@ -219,8 +248,9 @@ class PostTrainer:
             neg_rows = [int(r) for r in grp if not correct_np[r]]
             if not neg_rows:
                 continue
-            positives = [tuple(int(x) for x in path_np[g, 1:])]
-            negatives = [tuple(int(x) for x in resp_np[r]) for r in neg_rows]
+            k = int(n_steps[g])
+            positives = [tuple(int(x) for x in path_np[g, 1 : 1 + k])]
+            negatives = [tuple(int(x) for x in resp_np[r, :k]) for r in neg_rows]
             if cfg.objective == "dpo":
                 if cfg.pairing == "random":
                     pairs = random_pairs(positives, negatives, seed=self.rng)
@@ -231,6 +261,7 @@ class PostTrainer:
                 pairs = first_pit_pairs(positives, negatives, pits, construction=cfg.construction, seed=self.rng, stats=stats)
             prompt = self._prompt(graphs, g)
             rows.extend(pair_token_rows(prompt, pr) for pr in pairs)
+            row_q.extend([g] * len(pairs))
         n = len(rows)
         pool.stats["pool/pairs"] = n
         if stats.negatives_without_pit or stats.negatives_without_continuation:
@@ -251,7 +282,7 @@ class PostTrainer:
         }
         # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
         # target, source included (nothing else anchors the source copy that evaluation decodes).
-        t["sft_mask"] = torch.ones(n, self.S + 1, dtype=torch.bool, device=self.device)
+        t["sft_mask"] = graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device)
         t["ref_chosen"] = self._ref_logps(chosen)
         t["ref_rejected"] = self._ref_logps(rejected)
         return Batches("pairs", n, t)
@@ -279,11 +310,11 @@ class PostTrainer:
         seq = pool.graphs.tokens_NT[g.to(self.device)].clone()
         seq[:, self.P + 1 :] = pool.resp_MS[keep].to(self.device)
         # The whole target, source included (its advantage is 0: AWR weight 1).
-        mask = torch.ones(n, self.S + 1, dtype=torch.bool, device=self.device)
+        mask = pool.graphs.target_mask_NL[g.to(pool.graphs.tokens_NT.device)].to(self.device)
         t = {"seq": seq, "mask": mask}
         if adv:
             q = pool.q
-            smask = torch.ones_like(q.q_MS[keep], dtype=torch.bool)
+            smask = pool.graphs.step_mask(g)
             a_MS = step_advantages(q.q_MS[keep], q.v0_M[keep], smask)
             step_ids = torch.cat([torch.full((n, 1), -1), torch.arange(self.S).expand(n, -1)], dim=1)
             t["adv"] = steps_to_tokens(a_MS, step_ids).float().to(self.device)
@@ -300,11 +331,11 @@ class PostTrainer:
     def step_loss(self, batches: Batches, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, obj = self.cfg, self.cfg.objective
         if obj in ("sft", "sft_critical"):
-            seq = self.train.tokens_NT[idx]
+            seq = self.sft_data.tokens_NT[idx]
             lp = self._logps(seq)
             mask = torch.zeros_like(lp, dtype=torch.bool)
             if obj == "sft":
-                mask[:] = True
+                mask[:] = True if self.sft_mask is None else self.sft_mask[idx]
             else:
                 mask[:, 1] = True
             loss = sft_loss(lp, mask).loss_B.mean()
@@ -355,7 +386,7 @@ class PostTrainer:
         needs_pool = cfg.objective not in ("sft", "sft_critical")
         pool_stats: dict = {}
         batches = Batches("empty", 0)
-        sft_sampler = EpochSampler(len(self.train), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device) if not needs_pool else None
+        sft_sampler = EpochSampler(len(self.sft_data), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device) if not needs_pool else None
         sampler: CyclicSampler | None = None
         acc: dict[str, list[torch.Tensor]] = {}
         skipped = 0
@@ -416,6 +447,29 @@ class PostTrainer:
         if cfg.save_final:
             runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
         return rec
+
+
+def query_options(spec: dict, over: PostDataConfig) -> QueryOptions:
+    """The queries of a post-training run: the checkpoint's SFT data options, changed by ``over``."""
+    goals = spec.get("goals", "leaf") if over.goals == "checkpoint" else over.goals
+    mix = spec.get("mix_path_lens", []) if over.mix_path_lens is None else over.mix_path_lens
+    check_mix(list(mix), int(spec["path_len"]), "posttrain data.mix_path_lens")
+    n_mix = int(spec.get("mix_n_train", DataConfig.mix_n_train) if over.mix_n_train is None else over.mix_n_train)
+    n_test = int(spec.get("mix_n_test", DataConfig.mix_n_test) if over.mix_n_test is None else over.mix_n_test)
+    return QueryOptions(goals, tuple(int(l) for l in mix), n_mix, n_test)
+
+
+def arm_negatives(qs: QuerySet, q_idx: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constructed negatives of queries ``q_idx``: for every other arm of a query's graph, the walk along
+    that arm as deep as the query's goal (padded after it).  Returns ``(graph_M, resp_MS)``."""
+    arms = qs.arms_NdL[q_idx.cpu()]  # Q, d, L (goal arm first)
+    Q, d, L = arms.shape
+    if d < 2 or Q == 0:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, L - 1, dtype=torch.long)
+    steps = qs.data.step_mask(q_idx)  # Q, S
+    other = arms[:, 1:, 1:]  # Q, d-1, S
+    resp = torch.where(steps.unsqueeze(1), other, torch.full_like(other, pad))
+    return q_idx.cpu().repeat_interleave(d - 1), resp.reshape(Q * (d - 1), L - 1)
 
 
 def posttrain(cfg: PostTrainConfig, run_dir: str | Path, log: Log = print) -> dict:

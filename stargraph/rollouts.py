@@ -41,9 +41,16 @@ def sample_responses(
 
 
 def on_path(data: TokenizedGraphs, graph_M: torch.Tensor, resp_MS: torch.Tensor) -> torch.Tensor:
-    """``(M, S)`` bool: the prefix through step i equals the true path's."""
+    """``(M, S)`` bool: the prefix through step i equals the true path's.
+
+    For queries with a shorter target (``data.target_len_N``) the steps after the goal are not
+    compared: a response is correct (``on_path[:, -1]``) iff it reaches the goal along the true path.
+    """
     true_MS = data.path_NL[graph_M.to(data.tokens_NT.device), 1:].to(resp_MS.device)
-    return torch.cumprod((resp_MS == true_MS).to(torch.int8), dim=1).bool()
+    eq = resp_MS == true_MS
+    if data.target_len_N is not None:
+        eq = eq | ~data.step_mask(graph_M).to(resp_MS.device)
+    return torch.cumprod(eq.to(torch.int8), dim=1).bool()
 
 
 class StepQ(NamedTuple):
@@ -112,7 +119,10 @@ def mc_step_q(
     start = (P + 1 + n_given).repeat_interleave(k)
     out = generate(model, seq, start, temperature=temperature, generator=generator, amp=amp, batch_size=batch_size).cpu()
     true = data.path_NL[uniq[:, 0].to(data.tokens_NT.device)].cpu().repeat_interleave(k, dim=0)
-    succ_UK = (out[:, P:] == true).all(1).view(U, k)
+    hit = out[:, P:] == true
+    if data.target_len_N is not None:  # positions after a query's goal are not part of its answer
+        hit = hit | ~data.target_mask_NL[uniq[:, 0].to(data.tokens_NT.device)].cpu().repeat_interleave(k, dim=0)
+    succ_UK = hit.all(1).view(U, k)
     succ = succ_UK[inverse].view(M, S, k)  # level j = prefix with j steps
     correct = on_path(data, g, resp)[:, -1]
     # Q of the prefix through step i uses level i+1; through the last step, the response's reward.

@@ -106,6 +106,24 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
     return list(sft_tasks.values()), points
 
 
+def describe(cfg: SweepConfig, sweep_dir: Path) -> str:
+    """The plan of a sweep as text (``stargraph sweep --dry-run``): SFT runs, then every grid point
+    with the fields that differ between points."""
+    sft_tasks, points = plan(cfg, sweep_dir)
+    lines = [f"{len(sft_tasks)} SFT runs, {len(points)} grid points, {default_workers(cfg)} worker(s)"]
+    for t in sft_tasks:
+        c = t.cfg
+        lines.append(f"  sft {t.label}: steps {c.sft.steps}, lr {c.sft.lr}, goals {c.data.goals}, mix {c.data.mix_path_lens}, online {c.data.online}, checkpoints {sorted(set(c.sft.checkpoint_at))}")
+    for t, info in points:
+        c = t.cfg
+        lines.append(
+            f"  point {t.label}: {c.objective} from {Path(c.init).parent.name}/{Path(c.init).name}, steps {c.steps}, lr {c.lr}, "
+            f"beta {c.beta}, batch {c.batch_size}, pool {c.pool.policy} x{c.pool.graphs} (arm_negatives {c.pool.arm_negatives}), "
+            f"queries {c.data.goals} mix {c.data.mix_path_lens}"
+        )
+    return "\n".join(lines)
+
+
 def sweep(cfg: SweepConfig, sweep_dir: str | Path, log: Log = print) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +153,33 @@ CURVE_KEYS = (
     "train/acc", "test/acc", "test/acc_given_source", "train/crit_acc", "test/crit_acc", "test/crit_prob",
     "test/crit_min_child", "test/crit_child_mass", "test/lookup_acc", "train_loss", "train_chosen_logp",
     "train_rejected_reward", "train_chosen_reward", "train_margin", "pool/sample_acc", "pool/pit_at_critical",
+    # round 2: teacher-forced per-token accuracy and where the critical position's mass goes
+    "train/forced_token_acc", "test/forced_token_acc", "train/crit_prob", "train/crit_p_other_child",
+    "train/crit_p_non_child", "test/crit_p_other_child", "test/crit_p_non_child", "train/path_logp", "test/path_logp",
+    "pool/crit_pit_other_child",
 )
+
+# Final metrics of every point in sweep.csv (column = key with "/" as "_") and their mean / sd in table.csv.
+FINAL_KEYS = (
+    "train/acc", "test/acc", "test/acc_given_source", "train/crit_acc", "test/crit_acc", "test/crit_prob",
+    "test/crit_min_child", "test/lookup_acc",
+    "train/forced_token_acc", "test/forced_token_acc", "train/crit_prob", "test/crit_p_other_child",
+    "test/crit_p_non_child", "train/path_logp", "test/path_logp",
+)
+TABLE_KEYS = (
+    "train_acc", "test_acc", "test_acc_given_source", "train_crit_acc", "test_crit_acc", "test_crit_prob", "test_crit_min_child",
+    "train_forced_token_acc", "test_forced_token_acc", "test_crit_p_other_child", "test_crit_p_non_child", "test_path_logp",
+    "wall_time_s",
+)
+
+
+def _col(key: str) -> str:
+    return key.replace("/", "_")
+
+
+def _family_keys(rec: dict) -> dict:
+    """Final metrics of mixed shorter families (``test_l<l>/...``), if any."""
+    return {_col(k): v for k, v in rec.items() if k.startswith("test_l") and k.endswith(("/acc", "/crit_acc", "/forced_token_acc"))}
 
 
 def aggregate(sweep_dir: Path, points: list[tuple[Task, dict]]) -> list[dict]:
@@ -150,14 +194,8 @@ def aggregate(sweep_dir: Path, points: list[tuple[Task, dict]]) -> list[dict]:
         rows.append({
             **info,
             "steps": last["step"],
-            "train_acc": last.get("train/acc"),
-            "test_acc": last.get("test/acc"),
-            "test_acc_given_source": last.get("test/acc_given_source"),
-            "train_crit_acc": last.get("train/crit_acc"),
-            "test_crit_acc": last.get("test/crit_acc"),
-            "test_crit_prob": last.get("test/crit_prob"),
-            "test_crit_min_child": last.get("test/crit_min_child"),
-            "test_lookup_acc": last.get("test/lookup_acc"),
+            **{_col(k): last.get(k) for k in FINAL_KEYS},
+            **_family_keys(last),
             "best_train_acc": max(r.get("train/acc", 0.0) for r in recs),
             "wall_time_s": last.get("time_s"),
             "cpu_time_s": last.get("cpu_time_s"),
@@ -183,7 +221,7 @@ def group_table(rows: list[dict]) -> list[dict]:
     for g, rs in by.items():
         row = {k: rs[0][k] for k in ("group", "graph", "n_train", "variant", "objective", "pool", "init_step", "steps")}
         row["seeds"] = len(rs)
-        for k in ("train_acc", "test_acc", "test_acc_given_source", "train_crit_acc", "test_crit_acc", "test_crit_prob", "test_crit_min_child", "wall_time_s"):
+        for k in TABLE_KEYS:
             vals = [float(r[k]) for r in rs if r.get(k) is not None]
             row[f"{k}_mean"] = statistics.fmean(vals) if vals else None
             row[f"{k}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0

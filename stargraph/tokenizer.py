@@ -81,11 +81,17 @@ class TokenizedGraphs:
     ``P`` is the prefix length (through ``=``); the target ``tokens_NT[:, P:]`` is the path (source
     first, ``path_len`` tokens).  The critical token is the first node after the source, at
     ``P + 1``.  ``keys`` identify graphs for disjointness checks.
+
+    ``target_len_N`` (optional): rows whose target is shorter than ``path_len`` (a goal inside an arm,
+    or a shorter graph family, see :mod:`stargraph.queries`) hold ``target_len_N[i]`` true target
+    tokens followed by padding; ``None`` means every target is complete.  Losses and metrics use
+    :attr:`target_mask_NL`.
     """
 
     spec: GraphSpec
     tokens_NT: torch.Tensor
     P: int
+    target_len_N: torch.Tensor | None = None
 
     @property
     def L(self) -> int:
@@ -99,14 +105,35 @@ class TokenizedGraphs:
     def path_NL(self) -> torch.Tensor:
         return self.tokens_NT[:, self.P :]
 
+    @property
+    def target_mask_NL(self) -> torch.Tensor:
+        """``(N, L)`` bool: the true target positions (all True without ``target_len_N``)."""
+        N, L = self.tokens_NT.shape[0], self.L
+        dev = self.tokens_NT.device
+        if self.target_len_N is None:
+            return torch.ones(N, L, dtype=torch.bool, device=dev)
+        return torch.arange(L, device=dev).unsqueeze(0) < self.target_len_N.to(dev).unsqueeze(1)
+
+    def step_mask(self, idx=None) -> torch.Tensor:
+        """``(M, S)`` bool valid steps (target positions after the source) of rows ``idx`` (all rows: None), on the CPU."""
+        m = self.target_mask_NL[:, 1:].cpu()
+        return m if idx is None else m[torch.as_tensor(idx).cpu()]
+
     def __len__(self) -> int:
         return self.tokens_NT.shape[0]
 
     def to(self, device) -> "TokenizedGraphs":
-        return TokenizedGraphs(self.spec, self.tokens_NT.to(device), self.P)
+        tl = None if self.target_len_N is None else self.target_len_N.to(device)
+        return TokenizedGraphs(self.spec, self.tokens_NT.to(device), self.P, tl)
 
     def subset(self, idx) -> "TokenizedGraphs":
-        return TokenizedGraphs(self.spec, self.tokens_NT[idx], self.P)
+        if self.target_len_N is None:
+            return TokenizedGraphs(self.spec, self.tokens_NT[idx], self.P)
+        if isinstance(idx, torch.Tensor):
+            idx_t = idx.to(self.target_len_N.device)
+        else:
+            idx_t = idx
+        return TokenizedGraphs(self.spec, self.tokens_NT[idx], self.P, self.target_len_N[idx_t])
 
 
 def tokenize_graphs(graphs: GraphSet, device: str | torch.device = "cpu") -> TokenizedGraphs:

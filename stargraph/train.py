@@ -9,7 +9,7 @@ target positions only, and the running loss stays on the device until an evaluat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,11 +19,12 @@ from shared.logprobs import token_logprobs
 from shared.losses import sft_loss
 
 from . import runio
-from .config import RuntimeConfig, TrainConfig
+from .config import DataConfig, RuntimeConfig, SFTConfig, TrainConfig
 from .evaluate import evaluate
 from .graphs import GraphSpec, make_splits
 from .model import GPT, GPTConfig, autocast, resolve_device
-from .tokenizer import TokenizedGraphs, tokenize_graphs
+from .queries import QueryData, fresh_queries, load_query_data, queries_per_graph
+from .tokenizer import TokenizedGraphs
 
 Log = Callable[[str], None]
 
@@ -40,7 +41,13 @@ def setup_runtime(rt: RuntimeConfig) -> torch.device:
 
 @dataclass
 class StarData:
-    """Train/test graphs, tokenised and resident on the device."""
+    """Train/test graphs, tokenised and resident on the device.
+
+    ``train``: the SFT data (the training queries: the main family's graphs with their goals, or the
+    round-2 goal and mixing options of :mod:`stargraph.queries`); ``eval_train``: the first
+    ``n_eval_train`` main-family training graphs with their own goals (train metrics); ``test``: the
+    main family's test graphs; ``extra_eval``: test sets of mixed shorter families.
+    """
 
     spec: GraphSpec
     train: TokenizedGraphs
@@ -49,21 +56,29 @@ class StarData:
     train_keys: list[bytes]
     test_keys: list[bytes]
     seed: int
+    extra_eval: dict[str, TokenizedGraphs] = field(default_factory=dict)
+    queries: QueryData | None = None
+
+    @property
+    def eval_sets(self) -> dict[str, TokenizedGraphs]:
+        return {"train": self.eval_train, "test": self.test, **self.extra_eval}
 
 
 def load_data(cfg: TrainConfig, device: torch.device) -> StarData:
     d = cfg.data
     spec = GraphSpec(d.degree, d.path_len, d.num_nodes)
+    qd = load_query_data(spec, d.n_train, d.n_test, cfg.data_seed, d.query_options(), device)
     train_g, test_g = make_splits(spec, d.n_train, d.n_test, cfg.data_seed)
-    train = tokenize_graphs(train_g, device)
     return StarData(
         spec=spec,
-        train=train,
-        test=tokenize_graphs(test_g, device),
-        eval_train=train.subset(slice(0, d.n_eval_train)),
+        train=qd.train_q.data,
+        test=qd.test,
+        eval_train=qd.train_main.subset(slice(0, d.n_eval_train)),
         train_keys=train_g.keys(),
         test_keys=test_g.keys(),
         seed=cfg.data_seed,
+        extra_eval=qd.extra_eval,
+        queries=qd,
     )
 
 
@@ -109,8 +124,9 @@ class EpochSampler:
         self.g.set_state(st["gen"])
 
 
-def spec_dict(spec: GraphSpec, data_seed: int, n_train: int, n_test: int, n_eval_train: int) -> dict:
-    return {
+def spec_dict(spec: GraphSpec, data_seed: int, n_train: int, n_test: int, n_eval_train: int, data: DataConfig | None = None) -> dict:
+    """What a checkpoint records to rebuild its data (``data``: the round-2 query options too)."""
+    out = {
         "n_eval_train": n_eval_train,
         "degree": spec.degree,
         "path_len": spec.path_len,
@@ -119,6 +135,32 @@ def spec_dict(spec: GraphSpec, data_seed: int, n_train: int, n_test: int, n_eval
         "n_train": n_train,
         "n_test": n_test,
     }
+    if data is not None:
+        out.update(goals=data.goals, mix_path_lens=list(data.mix_path_lens), mix_n_train=data.mix_n_train, mix_n_test=data.mix_n_test, online=data.online)
+    return out
+
+
+# Stream offset of the online SFT graphs (step t draws round ONLINE_ROUND + t of the fresh streams; the
+# post-training fresh pools use rounds seed * 100000 + r, far below it).
+ONLINE_ROUND = 1 << 40
+
+
+def online_batch(data: StarData, cfg: TrainConfig, step: int) -> TokenizedGraphs:
+    """The SFT batch of ``step`` under ``data.online``: queries of newly drawn graphs (a pure function
+    of the data seed and the step, so a resumed run sees the same batches)."""
+    bs = cfg.sft.batch_size
+    n_graphs = -(-bs // queries_per_graph(data.spec, cfg.data.goals))
+    q = fresh_queries(data.queries, n_graphs, data.seed, ONLINE_ROUND + step, device=data.train.tokens_NT.device)
+    return q.data.subset(slice(0, bs))
+
+
+def epoch_checkpoints(s: SFTConfig, n_train_rows: int) -> set[int]:
+    """Steps of ``sft.checkpoint_every_epochs`` (an epoch = ``n_train_rows // batch_size`` steps, as the
+    epoch sampler drops the remainder)."""
+    if s.checkpoint_every_epochs <= 0:
+        return set()
+    every = max(1, n_train_rows // s.batch_size) * s.checkpoint_every_epochs
+    return set(range(every, s.steps + 1, every))
 
 
 def sft_step_loss(model, tokens_BT: torch.Tensor, P: int, device: torch.device, amp: bool | str, mask_BL: torch.Tensor | None = None):
@@ -151,8 +193,9 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + 1)
     sampler = EpochSampler(len(data.train), s.batch_size, gen, device)
     fwd = torch.compile(model) if rt.compile else model
-    sd = spec_dict(data.spec, data.seed, cfg.data.n_train, cfg.data.n_test, cfg.data.n_eval_train)
-    ckpt_steps = set(s.checkpoint_at) | {s.steps}
+    sd = spec_dict(data.spec, data.seed, cfg.data.n_train, cfg.data.n_test, cfg.data.n_eval_train, cfg.data)
+    ckpt_steps = set(s.checkpoint_at) | {s.steps} | epoch_checkpoints(s, len(data.train))
+    train_mask = data.train.target_mask_NL if data.train.target_len_N is not None else None
 
     start, wall_before, cpu_before = 0, 0.0, 0.0
     resume_path = run_dir / "resume.pt"
@@ -167,7 +210,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     else:
         metrics.reset()
 
-    sets = {"train": data.eval_train, "test": data.test}
+    sets = data.eval_sets
     t0 = time.perf_counter() - wall_before
     c0 = time.process_time() - cpu_before
     loss_sum = torch.zeros((), device=device)
@@ -175,7 +218,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
 
     def do_eval(step: int) -> dict:
         nonlocal loss_sum, n_loss
-        rec = {"step": step, "samples": step * s.batch_size, "lr": runio.lr_at(max(step - 1, 0), lr=s.lr, warmup=s.warmup_steps, total=s.steps, schedule=s.schedule, min_lr=s.min_lr)}
+        rec = {"step": step, "samples": step * s.batch_size, "epoch": None if cfg.data.online else step * s.batch_size / len(data.train), "lr": runio.lr_at(max(step - 1, 0), lr=s.lr, warmup=s.warmup_steps, total=s.steps, schedule=s.schedule, min_lr=s.min_lr)}
         rec["train_loss"] = float(loss_sum / n_loss) if n_loss else float("nan")
         rec.update(evaluate(model, sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
         rec["time_s"] = time.perf_counter() - t0
@@ -201,8 +244,13 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     model.train()
     for step in range(start, s.steps):
         runio.set_lr(opt, runio.lr_at(step, lr=s.lr, warmup=s.warmup_steps, total=s.steps, schedule=s.schedule, min_lr=s.min_lr))
-        batch = data.train.tokens_NT[sampler.next()]
-        loss = sft_step_loss(fwd, batch, P, device, rt.amp)
+        if cfg.data.online:
+            ob = online_batch(data, cfg, step)
+            batch, mask = ob.tokens_NT, (ob.target_mask_NL if ob.target_len_N is not None else None)
+        else:
+            idx = sampler.next()
+            batch, mask = data.train.tokens_NT[idx], (None if train_mask is None else train_mask[idx])
+        loss = sft_step_loss(fwd, batch, P, device, rt.amp, mask)
         loss.backward()
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)

@@ -28,7 +28,7 @@ def _cache(tmp_path, monkeypatch):
     make_splits.cache_clear()
 
 
-@pytest.mark.parametrize("command", ["train", "posttrain", "reproduce", "sweep", "figures"])
+@pytest.mark.parametrize("command", ["train", "posttrain", "reproduce", "sweep", "figures", "rescore"])
 def test_help_of_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
@@ -207,7 +207,7 @@ def test_throughput_benchmark_emits_json(tmp_path, capsys):
 
 def test_stargraph_never_imports_transformers_or_vllm():
     code = (
-        "import sys, stargraph.cli, stargraph.train, stargraph.posttrain, stargraph.reproduce, stargraph.sweep, stargraph.figures;"
+        "import sys, stargraph.cli, stargraph.train, stargraph.posttrain, stargraph.reproduce, stargraph.sweep, stargraph.figures, stargraph.queries, stargraph.rescore;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('transformers', 'vllm', 'trl', 'mathreason')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
