@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=int, default=100, help="Fig. 7: test questions per policy")
     p.add_argument("--samples", type=int, default=2, help="Fig. 7: responses per question")
     p.add_argument("--rollouts", type=int, default=4, help="Fig. 7: pi_sft rollouts per step prefix (Monte-Carlo Q)")
+    p.add_argument("--k-sweep", default="", help="re-value the largest size's negatives with these K (e.g. 5,16): pit hit rate vs K")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("methods", help="list the methods a study can compare")
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
@@ -178,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 
         out = write_diagnostics(
             cfg, qcurves=not args.no_qcurves, questions=args.questions, samples=args.samples, rollouts=args.rollouts,
-            progress=not args.quiet,
+            k_sweep=[int(k) for k in args.k_sweep.split(",") if k.strip()], progress=not args.quiet,
         )
         print(json.dumps({"pit_truth_overall": out["pit_truth_overall"], "qcurves": {k: {t: c["mean_q"] for t, c in v.items()} for k, v in out["qcurves"].items()}}, default=str))
         return 0

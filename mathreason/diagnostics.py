@@ -26,7 +26,7 @@ from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl
 
-__all__ = ["pit_truth", "q_curve", "q_curve_steps", "write_diagnostics"]
+__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "write_diagnostics"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,79 @@ def pit_truth(run_dir: str | Path) -> dict[str, Any]:
     out["hit_rate_of_negatives"] = out["hit"] / out["negatives"] if out["negatives"] else None
     out["pit_minus_truth"] = {str(k): v for k, v in sorted(offsets.items())}
     out["hit_rate_by_truth_line"] = {str(k): {"n": len(v), "hit_rate": sum(v) / len(v)} for k, v in sorted(by_truth.items())}
+    return out
+
+
+def _truth_counts(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Hit/early/late counts of ``(pit, truth)`` pairs (pit -1 = none)."""
+    with_pit = [(p, t) for p, t in pairs if p >= 0]
+    hit = sum(p == t for p, t in with_pit)
+    return {
+        "negatives": len(pairs),
+        "compared": len(with_pit),
+        "hit": hit,
+        "early": sum(p < t for p, t in with_pit),
+        "late": sum(p > t for p, t in with_pit),
+        "no_pit": len(pairs) - len(with_pit),
+        "hit_rate": hit / len(with_pit) if with_pit else None,
+    }
+
+
+def pit_truth_vs_k(cfg, ks: Sequence[int] = (5, 16), *, limit: int = 300, progress: bool = False) -> dict[str, Any]:
+    """First pits of the same negatives of a point re-estimated with K rollouts for every K in ``ks``.
+
+    The negatives are the first ``limit`` valued negatives of ``<run_dir>/advantages`` (aligned steps,
+    with a first wrong line); for each K the credit engine (:func:`mathreason.credit.estimate_credit`,
+    best-of-K, ``linear``) rolls out pi_sft from their prefixes with the same seeds the stage uses, so the
+    K that the stage used reproduces its pits exactly. Separates the two ways a pit misses the truth: a
+    sound prefix whose K rollouts all fail (an *early* pit, rarer as K grows) and a policy that recovers
+    after a wrong line (a *late* pit, as frequent at any K).
+    """
+    from mathreason.arith import first_wrong_line
+    from mathreason.credit import CreditSettings, estimate_credit
+    from mathreason.models import load_tokenizer
+    from mathreason.sampling import SamplingParams
+    from mathreason.stages import Context
+    from mathreason.stages.credit import build_responses, completion_decoder, make_rollout_fn
+
+    ctx = Context(cfg, progress=False)
+    run = ctx.run.root
+    a = cfg.advantages
+    refs = {r["id"]: r["solution"] for r in read_jsonl(run / "data" / "dsyn.jsonl")}
+    graded = {(r["problem_id"], int(r["sample_index"])): r for r in read_jsonl(run / "grade" / "graded.jsonl")}
+    prompts = {r["problem_id"]: r for r in read_jsonl(run / "sample" / "prompts.jsonl")}
+    chosen, truths = [], []
+    for row in read_jsonl(run / "advantages" / "advantages.jsonl"):
+        if row["reward"] > 0:
+            continue
+        s = graded[(row["problem_id"], int(row["sample_index"]))]
+        if row["num_steps"] != len([ln for ln in s["text"].split("\n") if ln.strip()]):
+            continue
+        t = first_wrong_line(s["text"], refs[row["problem_id"]])
+        if t is None:
+            continue
+        chosen.append(s)
+        truths.append(min(t, row["num_steps"] - 1))
+        if len(chosen) >= limit:
+            break
+    path = ctx.policy_path(a.policy)
+    tok_path = ctx.policy_tokenizer(a.policy, path)
+    decode = completion_decoder(load_tokenizer(tok_path))
+    responses = build_responses(chosen, prompts, decode, splitter=a.splitter, dataset=cfg.data.dataset, max_steps=a.max_steps, min_chars=a.min_chars)
+    gold = {p.id: p.answer for p in ctx.dsyn()}
+    budget = a.max_tokens or cfg.sample.max_tokens
+    params = SamplingParams(temperature=a.temperature, top_p=a.top_p, max_tokens=budget, stop=ctx.stop(a.stop))
+    sampler = ctx.make_sampler(path, tok_path, a.backend)
+    out: dict[str, Any] = {"negatives": len(responses)}
+    try:
+        for k in ks:
+            settings = CreditSettings(rollouts=k, estimator="best_of_k", schedule="linear", seed=cfg.seed, budget=budget, chunk_size=a.chunk_size)
+            fn = make_rollout_fn(sampler, decode, gold_by_id=gold, dataset=cfg.data.dataset, params=params, settings=settings,
+                                 keep_continuations=0, grade_workers=cfg.grade.workers, grade_timeout=cfg.grade.timeout)
+            rows, summary = estimate_credit(responses, fn, settings, progress=progress)
+            out[f"K={k}"] = {**_truth_counts([(r["pit"], t) for r, t in zip(rows, truths)]), "rollouts": summary["rollouts_generated"]}
+    finally:
+        sampler.close()
     return out
 
 
@@ -152,12 +225,14 @@ def write_diagnostics(
     samples: int = 2,
     rollouts: int = 4,
     seeds: Sequence[int] | None = None,
+    k_sweep: Sequence[int] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Pit truth at every finished point of ``cfg``'s scaling study, and Fig. 7 at its largest size.
 
     Writes ``<root>/report/diagnostics.json`` (and ``qcurves.png``); the Fig. 7 runs are ordinary run
-    folders under each point (``qcurves/<tag>``), so they resume and skip like any stage.
+    folders under each point (``qcurves/<tag>``), so they resume and skip like any stage. With ``k_sweep``
+    the largest size's negatives are also re-valued with each K (:func:`pit_truth_vs_k`).
     """
     from mathreason.methods import METHODS, Step, run_plan
     from mathreason.scaling import method_tags, points, study_root
@@ -186,5 +261,10 @@ def write_diagnostics(
             out["qcurves"][f"seed-{p.seed}/size-{p.size}"] = curves
             if curves:
                 _plot(curves, root / "report" / f"qcurves-seed{p.seed}.png", f"Fig. 7: mean Q per step (seed {p.seed}, D_syn = {p.size})")
+    if k_sweep:
+        largest = max(cfg.scaling.sizes)
+        for p in points(cfg):
+            if p.size == largest and (seeds is None or p.seed in seeds) and (p.run_dir / "advantages" / "advantages.jsonl").exists():
+                out.setdefault("pit_truth_vs_k", {})[f"seed-{p.seed}/size-{p.size}"] = pit_truth_vs_k(p.cfg, k_sweep, progress=progress)
     atomic_write_json(root / "report" / "diagnostics.json", out)
     return out

@@ -33,7 +33,7 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     t0 = time.time()
     assert main(["scaling", "--config", "arith", *over, "--quiet"]) == 0
     assert main(["scaling-report", "--config", "arith", *over]) == 0
-    assert main(["diagnostics", "--config", "arith", *over, "--questions", "8", "--samples", "1", "--rollouts", "2", "--quiet"]) == 0
+    assert main(["diagnostics", "--config", "arith", *over, "--questions", "8", "--samples", "1", "--rollouts", "2", "--k-sweep", "2,4", "--quiet"]) == 0
     print(f"reduced arith study: {time.time() - t0:.0f} s")
     capsys.readouterr()
     rep = json.loads((root / "report" / "report.json").read_text())
@@ -45,6 +45,12 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     for v in diag["pit_truth"].values():
         assert v["negatives"] == v["compared"] + v["no_pit"] + v["no_wrong_line"] + v["unaligned"]
         assert v["hit"] + v["early"] + v["late"] == v["compared"]
+    # Re-valuing the largest size's negatives with the stage's own K reproduces its pits exactly.
+    vs_k = diag["pit_truth_vs_k"]["seed-0/size-120"]
+    stage = diag["pit_truth"]["seed-0/size-120"]
+    if vs_k["negatives"] == stage["compared"] + stage["no_pit"]:
+        assert vs_k["K=2"]["hit"] == stage["hit"] and vs_k["K=2"]["no_pit"] == stage["no_pit"]
+    assert vs_k["K=4"]["rollouts"] >= vs_k["K=2"]["rollouts"]
     curves = diag["qcurves"]["seed-0/size-120"]
     assert set(curves) == {METHODS[m].policy.replace("/", "-") for m in methods}
     assert all(c["responses"] == 8 and 0.0 <= c["v"] <= 1.0 for c in curves.values())
