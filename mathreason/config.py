@@ -83,17 +83,15 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: list(PART1_STAGES))
     """Stages to run, in this order (ignored when `methods` is set)."""
     methods: list[str] = field(default_factory=list)
-    """Methods to train and evaluate (e.g. [sft, rft, per_step_dpo, dpo]; see `mathreason methods`): runs every stage they need, one `pref` run per preference method, and `eval` of their policies. Empty = run `stages`."""
+    """Methods to train and evaluate (e.g. [sft, rft, per_step_dpo, dpo]; see `mathreason methods`; `base:variant` = a variant from `variants`): runs every stage they need, one `pref` run per preference method, and `eval` of their policies. Empty = run `stages`."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """Named override lists for method variants, e.g. {lr1e-3: [pref.train.learning_rate=1e-3]}: method `per_step_dpo:lr1e-3` is per-step DPO with them, trained as `pref/per_step_dpo-lr1e-3`."""
     launcher: str = ""
     """Command prefix for the training stages (sft, rft), e.g. `accelerate launch --config_file fsdp.yaml --num_processes 8`; empty = run them in this process."""
 
     def validate(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]
         _require(not bad, "stages", f"unknown stage(s) {bad}; known: {list(STAGES)}")
-        from mathreason.methods import METHODS
-
-        bad = [m for m in self.methods if m not in METHODS]
-        _require(not bad, "methods", f"unknown method(s) {bad}; known: {list(METHODS)}")
         _require(len(set(self.methods)) == len(self.methods), "methods", "must not repeat")
 
 
@@ -147,6 +145,14 @@ class Config:
             "advantages.samples_per_question",
             f"must be <= sample.n ({self.sample.n})",
         )
+        from mathreason.methods import resolve_method
+
+        for where, names in (("pipeline.methods", self.pipeline.methods), ("scaling.methods", self.scaling.methods)):
+            for m in names:
+                try:
+                    resolve_method(m, self.pipeline.variants)
+                except ConfigError as e:
+                    raise configlib.FieldError(where, str(e)) from None
         budget = self.advantages.max_tokens or self.sample.max_tokens
         _require(
             budget >= self.sample.max_tokens,

@@ -202,7 +202,7 @@ class ScalingConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds; each (seed, size) is one run folder <root>/seed-<s>/size-<n> with `seed: s`."""
     methods: list[str] = field(default_factory=lambda: ["sft", "rft", "per_step_dpo"])
-    """Methods to train and evaluate at every size (see `mathreason methods`); `sft` is the reference of the efficiency factors."""
+    """Methods to train and evaluate at every size (see `mathreason methods`; `base:variant` with pipeline.variants); `sft` is the reference of the efficiency factors."""
     root: str | None = None
     """Folder of the study (None = run_dir)."""
     benchmark: str | None = None
@@ -219,6 +219,6 @@ class ScalingConfig:
         _require(bool(self.methods) and len(set(self.methods)) == len(self.methods), "methods", "must be non-empty and not repeat")
         from mathreason.methods import METHODS
 
-        bad = [m for m in self.methods if m not in METHODS]
-        _require(not bad, "methods", f"unknown method(s) {bad}; known: {list(METHODS)}")
+        bad = [m for m in self.methods if m.split(":", 1)[0] not in METHODS]
+        _require(not bad, "methods", f"unknown method(s) {bad}; known: {list(METHODS)} (a variant is base:name, see pipeline.variants)")
         _require(self.min_sizes >= 2, "min_sizes", "must be >= 2")

@@ -234,7 +234,7 @@ def write_diagnostics(
     folders under each point (``qcurves/<tag>``), so they resume and skip like any stage. With ``k_sweep``
     the largest size's negatives are also re-valued with each K (:func:`pit_truth_vs_k`).
     """
-    from mathreason.methods import METHODS, Step, run_plan
+    from mathreason.methods import Step, resolve_method, run_plan
     from mathreason.scaling import method_tags, points, study_root
 
     root = study_root(cfg)
@@ -249,11 +249,11 @@ def write_diagnostics(
     out["pit_truth_overall"] = {"compared": comp, "hit": hits, "hit_rate": hits / comp if comp else None, "points": len(rates)}
     if qcurves:
         largest = max(cfg.scaling.sizes)
-        tags = method_tags(list(cfg.scaling.methods))
+        tags = method_tags(list(cfg.scaling.methods), cfg.pipeline.variants)
         for p in points(cfg):
             if p.size != largest or (seeds is not None and p.seed not in seeds) or not (p.run_dir / "point.json").exists():
                 continue
-            pols = {tags[m]: METHODS[m].policy for m in cfg.scaling.methods}
+            pols = {tags[m]: resolve_method(m, cfg.pipeline.variants).policy for m in cfg.scaling.methods}
             curves = {}
             for tag, qcfg in q_curve_steps(p.cfg, pols, questions=questions, samples=samples, rollouts=rollouts):
                 run_plan([Step(s, qcfg, s) for s in ("sample", "grade", "advantages")], progress=progress)

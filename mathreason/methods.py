@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "Method", "Step", "plan", "run_plan"]
+__all__ = ["METHODS", "Method", "Step", "plan", "resolve_method", "run_plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class Method:
     """Overrides of the `pref` section for its `pref` run (None: not a preference method)."""
     needs_all_values: bool = False
     """It needs the advantages of every step of every response (advantages.schedule: all, select: all)."""
+    overrides: tuple[str, ...] = ()
+    """Extra ``pref.field=value`` overrides of a variant (``base:variant``, see :func:`resolve_method`)."""
 
 
 _PREF = ("sft", "sample", "grade", "advantages", "pairs", "pref")
@@ -108,6 +110,36 @@ METHODS: dict[str, Method] = {
 """Every method by name."""
 
 
+def resolve_method(name: str, variants: dict[str, list[str]] | None = None) -> Method:
+    """A registered method, or a variant ``base:variant`` of a preference method.
+
+    A variant is a named list of ``pref.field=value`` overrides in ``pipeline.variants`` (e.g.
+    ``{"lr1e-3": ["pref.train.learning_rate=1e-3"]}``); ``per_step_dpo:lr1e-3`` is then per-step DPO with
+    those overrides, trained as its own ``pref`` run (``pref/per_step_dpo-lr1e-3``) beside the others, so a
+    study can compare hyper-parameters of one method at every size.
+    """
+    from mathreason.config import ConfigError
+
+    if ":" not in name:
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}; known: {list(METHODS)} (or base:variant with pipeline.variants)")
+        return METHODS[name]
+    base_name, var = name.split(":", 1)
+    base = METHODS.get(base_name)
+    if base is None or base.pref is None:
+        raise ConfigError(f"method {name!r}: variants exist only of preference methods ({[m for m, x in METHODS.items() if x.pref]})")
+    if not variants or var not in variants:
+        raise ConfigError(f"method {name!r}: no variant {var!r} in pipeline.variants ({sorted(variants or {})})")
+    bad = [o for o in variants[var] if not o.startswith("pref.") or "=" not in o]
+    if bad:
+        raise ConfigError(f"field pipeline.variants.{var}: overrides must be pref.field=value (shared stages are shared), got {bad}")
+    run = f"{base_name}-{var}"
+    return Method(
+        name, f"pref/{run}", base.stages, f"{base.description}; variant {var}: {', '.join(variants[var])}",
+        pref={**base.pref, "name": run}, needs_all_values=base.needs_all_values, overrides=tuple(variants[var]),
+    )
+
+
 @dataclass
 class Step:
     """One stage run of a plan, with the config it runs under."""
@@ -133,12 +165,7 @@ def plan(cfg, methods: list[str]) -> list[Step]:
     ``linear`` under best-of-K, so per-step DPO is unaffected). Each preference method is one ``pref`` run
     with its overrides (its own folder ``pref/<name>``). ``eval`` evaluates every method's policy.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        from mathreason.config import ConfigError
-
-        raise ConfigError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
-    chosen = [METHODS[m] for m in methods]
+    chosen = [resolve_method(m, cfg.pipeline.variants) for m in methods]
     base_over: list[str] = []
     if any(m.needs_all_values for m in chosen):
         base_over += ["advantages.schedule=all", "advantages.select=all"]
@@ -162,6 +189,7 @@ def plan(cfg, methods: list[str]) -> list[Step]:
                 over = [f"pref.{k}={v}" for k, v in m.pref.items()]
                 if m.pref.get("objective") == "awr":
                     over.append("pref.pairs=null")
+                over += list(m.overrides)
                 steps.append(Step("pref", _rebuild(base, over), f"pref/{m.pref['name']}", [m.name]))
         else:
             steps.append(Step(stage, base, stage, [m.name for m in users]))

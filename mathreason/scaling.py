@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mathreason.config import Config, ConfigError, build_config, dump_yaml, to_dict
-from mathreason.methods import METHODS, plan, run_plan
+from mathreason.methods import plan, resolve_method, run_plan
 from mathreason.runs import atomic_write_json, atomic_write_text, hash_json, is_main_process
 
 __all__ = ["Point", "method_tags", "points", "report", "run_point", "run_scaling", "study_root"]
@@ -61,11 +61,11 @@ def points(cfg: Config) -> list[Point]:
     return out
 
 
-def method_tags(methods: list[str]) -> dict[str, str]:
+def method_tags(methods: list[str], variants: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Method -> the key of its policy in ``eval/summary.json``."""
     from mathreason.stages import policy_tag
 
-    return {m: policy_tag(METHODS[m].policy) for m in methods}
+    return {m: policy_tag(resolve_method(m, variants).policy) for m in methods}
 
 
 def run_point(point: Point, methods: list[str], *, force: bool = False, progress: bool = True, launcher: str = "") -> dict[str, Any]:
@@ -119,5 +119,5 @@ def report(cfg: Config, *, out_dir: str | Path | None = None) -> dict[str, Any]:
     s = cfg.scaling
     benchmark = s.benchmark or cfg.eval.benchmarks[0]
     return write_report(
-        study_root(cfg), method_tags(list(s.methods)), benchmark, metric=s.metric, out_dir=out_dir, reference="sft", min_sizes=s.min_sizes
+        study_root(cfg), method_tags(list(s.methods), cfg.pipeline.variants), benchmark, metric=s.metric, out_dir=out_dir, reference="sft", min_sizes=s.min_sizes
     )

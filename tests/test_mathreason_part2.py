@@ -350,3 +350,20 @@ def test_per_step_dpo_under_a_two_process_launch_matches_the_reference_of_one_pr
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     done = [m for m in read_jsonl(copy / "metrics.jsonl") if m.get("event") == "done" and m["stage"] == "pref/per_step_dpo"]
     assert len(done) == 2  # the chain's run and this one: only rank 0 records
+
+
+def test_method_variants_are_their_own_pref_runs_with_their_overrides():
+    from mathreason.config import ConfigError
+
+    cfg = load_config("tiny", ["pipeline.variants={strong: [pref.train.learning_rate=0.01, pref.beta=0.5]}"])
+    steps = {s.label: s for s in plan(cfg, ["sft", "per_step_dpo", "per_step_dpo:strong"])}
+    base, strong = steps["pref/per_step_dpo"].cfg.pref, steps["pref/per_step_dpo-strong"].cfg.pref
+    assert (base.train.learning_rate, base.beta) == (cfg.pref.train.learning_rate, cfg.pref.beta)
+    assert (strong.train.learning_rate, strong.beta, strong.objective, strong.pairs) == (0.01, 0.5, "per_step_dpo", "first_pit_full")
+    assert steps["eval"].cfg.eval.policies == ["sft", "pref/per_step_dpo", "pref/per_step_dpo-strong"]
+    with pytest.raises(ConfigError, match="no variant"):
+        load_config("tiny", ["pipeline.methods=[per_step_dpo:nope]"])
+    with pytest.raises(ConfigError, match="pref.field=value"):
+        load_config("tiny", ["pipeline.variants={bad: [sample.n=2]}", "pipeline.methods=[dpo:bad]"])
+    with pytest.raises(ConfigError, match="preference methods"):
+        load_config("tiny", ["pipeline.variants={v: [pref.beta=1]}", "scaling.methods=[rft:v]"])
