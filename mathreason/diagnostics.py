@@ -18,6 +18,7 @@ paper's Fig. 7 (the mean Q per step position of responses from each trained poli
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -134,17 +135,36 @@ def pit_truth_vs_k(cfg, ks: Sequence[int] = (5, 16), *, limit: int = 300, progre
     gold = {p.id: p.answer for p in ctx.dsyn()}
     budget = a.max_tokens or cfg.sample.max_tokens
     params = SamplingParams(temperature=a.temperature, top_p=a.top_p, max_tokens=budget, stop=ctx.stop(a.stop))
-    sampler = ctx.make_sampler(path, tok_path, a.backend)
     out: dict[str, Any] = {"negatives": len(responses)}
+    # Each K's counts are kept in <run_dir>/diagnostics/ keyed by the advantages stage's key, the limit and
+    # K, so a k-sweep that was killed (or run earlier for another seed) resumes instead of re-rolling out.
+    stage_key = json.loads((run / "advantages" / "stage.json").read_text()).get("key", "") if (run / "advantages" / "stage.json").exists() else ""
+    cache_dir = run / "diagnostics"
+    cached: dict[int, dict] = {}
+    for k in ks:
+        f = cache_dir / f"pit_truth_vs_k-K{k}-limit{limit}.json"
+        if f.exists():
+            c = json.loads(f.read_text())
+            if c.get("advantages_key") == stage_key and c.get("negatives") == len(responses):
+                cached[k] = c["counts"]
+    todo = [k for k in ks if k not in cached]
+    sampler = ctx.make_sampler(path, tok_path, a.backend) if todo else None
     try:
         for k in ks:
+            if k in cached:
+                out[f"K={k}"] = cached[k]
+                continue
             settings = CreditSettings(rollouts=k, estimator="best_of_k", schedule="linear", seed=cfg.seed, budget=budget, chunk_size=a.chunk_size)
             fn = make_rollout_fn(sampler, decode, gold_by_id=gold, dataset=cfg.data.dataset, params=params, settings=settings,
                                  keep_continuations=0, grade_workers=cfg.grade.workers, grade_timeout=cfg.grade.timeout)
             rows, summary = estimate_credit(responses, fn, settings, progress=progress)
             out[f"K={k}"] = {**_truth_counts([(r["pit"], t) for r, t in zip(rows, truths)]), "rollouts": summary["rollouts_generated"]}
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_dir / f"pit_truth_vs_k-K{k}-limit{limit}.json",
+                              {"advantages_key": stage_key, "negatives": len(responses), "k": k, "limit": limit, "counts": out[f"K={k}"]})
     finally:
-        sampler.close()
+        if sampler is not None:
+            sampler.close()
     return out
 
 

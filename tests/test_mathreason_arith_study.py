@@ -13,8 +13,10 @@ import torch
 
 from mathreason.cli import main
 from mathreason.config import load_config
+from mathreason.diagnostics import pit_truth_vs_k
 from mathreason.methods import METHODS
 from mathreason.runs import read_jsonl
+from mathreason.scaling import points
 
 
 @pytest.mark.slow
@@ -51,6 +53,11 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     if vs_k["negatives"] == stage["compared"] + stage["no_pit"]:
         assert vs_k["K=2"]["hit"] == stage["hit"] and vs_k["K=2"]["no_pit"] == stage["no_pit"]
     assert vs_k["K=4"]["rollouts"] >= vs_k["K=2"]["rollouts"]
+    # Each K's counts are kept beside the point, so a k-sweep asked again (or after a kill) re-rolls nothing.
+    point = next(p for p in points(load_config("arith", over)) if p.size == 120)
+    assert sorted(f.name for f in (point.run_dir / "diagnostics").iterdir()) == [
+        "pit_truth_vs_k-K2-limit300.json", "pit_truth_vs_k-K4-limit300.json"]
+    assert pit_truth_vs_k(point.cfg, (2, 4)) == vs_k
     curves = diag["qcurves"]["seed-0/size-120"]
     assert set(curves) == {METHODS[m].policy.replace("/", "-") for m in methods}
     assert all(c["responses"] == 8 and 0.0 <= c["v"] <= 1.0 for c in curves.values())

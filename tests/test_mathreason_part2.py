@@ -74,6 +74,14 @@ def test_every_stage_and_method_runs_from_one_config(chain):
     # The methods needing every step's value made the advantages stage value every prefix of every response.
     adv_cfg = json.loads((run / "advantages" / "summary.json").read_text())
     assert adv_cfg["schedule"] == "all" and adv_cfg["responses"] > adv_cfg["negatives"]
+    # The pairs summary says how many max-edit pairs are random pairs too (all of them when each question has
+    # one positive and one negative: then dpo and dpo_max_edit are one arm).
+    pairs = json.loads((run / "pairs" / "summary.json").read_text())
+    me = read_jsonl(run / "pairs" / "max_edit_distance.jsonl")
+    rnd = {(r["problem_id"], str(r["chosen"]), str(r["rejected"])) for r in read_jsonl(run / "pairs" / "random.jsonl")}
+    if me:
+        shared = sum((r["problem_id"], str(r["chosen"]), str(r["rejected"])) in rnd for r in me)
+        assert pairs["max_edit_pairs_also_random"] == pytest.approx(shared / len(me))
     # Up to date: the whole plan is skipped.
     again = run_plan(plan(load_config("tiny", [f"run_dir={run}"]), ALL), progress=False)
     assert all(r["status"] == "skipped" for r in again)

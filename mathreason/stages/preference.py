@@ -9,11 +9,15 @@ per name (per-step DPO and each baseline side by side), each its own stage recor
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from mathreason.runs import atomic_write_json, hash_json, read_jsonl, write_jsonl_atomic
 from mathreason.stages.base import Context, Stage, StageError, require_file
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PairsStage", "PrefStage"]
 
@@ -145,6 +149,16 @@ class PairsStage(Stage):
             "positives": sum(len(v) for v in positives.values()),
             "kinds": counts,
         }
+        if "random" in rows and "max_edit_distance" in rows and rows["max_edit_distance"]:
+            # With one positive and one negative per question (e.g. advantages.samples_per_question = 2) the
+            # two baselines see the very same pairs; say so instead of reporting two arms that are one.
+            rnd = {(r["problem_id"], json.dumps(r["chosen"]), json.dumps(r["rejected"])) for r in rows["random"]}
+            same = sum((r["problem_id"], json.dumps(r["chosen"]), json.dumps(r["rejected"])) in rnd for r in rows["max_edit_distance"])
+            summary["max_edit_pairs_also_random"] = same / len(rows["max_edit_distance"])
+            if same == len(rows["max_edit_distance"]):
+                logger.warning(
+                    "pairs: every max_edit_distance pair is also a random pair (questions have one positive and one "
+                    "negative among advantages.samples_per_question = %d samples): dpo and dpo_max_edit train on the same data", M)
         atomic_write_json(sdir / "summary.json", summary)
         for kind, cnt in counts.items():
             ctx.run.log_metrics("pairs", event="kind", kind=kind, **cnt)
