@@ -111,15 +111,15 @@ class PairsConfig:
 
 def default_pairs(objective: str) -> str | None:
     """The pair kind an objective trains on when `pref.pairs` is null (None for `awr`, which uses responses)."""
-    return {"per_step_dpo": "first_pit_full", "dpo": "random", "ipo": "first_pit_full", "dpop": "first_pit_full"}.get(objective)
+    return {"per_step_dpo": "first_pit_full", "dpo": "random", "ipo": "first_pit_full", "dpop": "first_pit_full", "sft": "first_pit_full"}.get(objective)
 
 
 @dataclass
 class PrefConfig:
     """Preference / per-step training from pi_sft (the `pref` stage), every loss from shared.losses."""
 
-    objective: Literal["per_step_dpo", "dpo", "ipo", "dpop", "awr"] = "per_step_dpo"
-    """`per_step_dpo` (DPO on first-pit pairs), `dpo` (DPO on whole-response pairs: random or max-edit-distance), `ipo`, `dpop` (DPO-Positive) on any pairs, `awr` (advantage-weighted regression on the valued responses)."""
+    objective: Literal["per_step_dpo", "dpo", "ipo", "dpop", "awr", "sft"] = "per_step_dpo"
+    """`per_step_dpo` (DPO on first-pit pairs), `dpo` (DPO on whole-response pairs: random or max-edit-distance), `ipo`, `dpop` (DPO-Positive) on any pairs, `awr` (advantage-weighted regression on the valued responses), `sft` (NLL of the chosen sides only: a pair objective's control with the same data, steps and lr but no negatives)."""
     pairs: Literal["first_pit_full", "first_pit_shared_prefix", "random", "max_edit_distance"] | None = None
     """Pair file to train on; None = the objective's default (first_pit_full for per_step_dpo/ipo/dpop, random for dpo)."""
     name: str | None = None

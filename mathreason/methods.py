@@ -98,6 +98,13 @@ METHODS: dict[str, Method] = {
             pref={"objective": "dpop", "pairs": "first_pit_full", "name": "per_step_dpop"},
         ),
         Method(
+            "sft_pairs",
+            "pref/sft_pairs",
+            _PREF,
+            "control of per-step DPO: SFT on the chosen sides of its first-pit pairs (same data, steps and lr; no negatives)",
+            pref={"objective": "sft", "pairs": "first_pit_full", "name": "sft_pairs"},
+        ),
+        Method(
             "awr",
             "pref/awr",
             ("sft", "sample", "grade", "advantages", "pref"),

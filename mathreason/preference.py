@@ -250,6 +250,10 @@ def trainer_class():
                 return (loss, {}) if return_outputs else loss
             pi_c, pi_r = pair_logps(model, inputs)
             mc, mr = inputs["chosen_mask"], inputs["rejected_mask"]
+            if p.objective == "sft":  # the control: the chosen sides' NLL, the negatives unused
+                loss = sft_loss(pi_c, mc).loss_B.mean()
+                self._store(loss=loss, **{"logps/chosen": torch.where(mc, pi_c, torch.zeros_like(pi_c)).sum(-1).detach().mean()})
+                return (loss, {}) if return_outputs else loss
             out = per_step_dpo_loss(
                 pi_c, pi_r, inputs["ref_chosen"].to(pi_c.dtype), inputs["ref_rejected"].to(pi_r.dtype), mc, mr,
                 beta=p.beta, label_smoothing=p.label_smoothing if LOSS_TYPE[p.objective] == "sigmoid" else 0.0,
