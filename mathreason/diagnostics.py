@@ -27,7 +27,7 @@ from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl
 
-__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "write_diagnostics"]
+__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "spurious_steps", "write_diagnostics"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,36 @@ def pit_truth(run_dir: str | Path) -> dict[str, Any]:
     out["hit_rate_of_negatives"] = out["hit"] / out["negatives"] if out["negatives"] else None
     out["pit_minus_truth"] = {str(k): v for k, v in sorted(offsets.items())}
     out["hit_rate_by_truth_line"] = {str(k): {"n": len(v), "hit_rate": sum(v) / len(v)} for k, v in sorted(by_truth.items())}
+    return out
+
+
+def spurious_steps(run_dir: str | Path) -> dict[str, Any]:
+    """How often a correct final answer comes with a wrong equation (the paper's *spurious steps*).
+
+    For pi_sft's samples of the training problems (``grade/graded.jsonl``, the positives RFT clones) and for
+    every evaluated policy's greedy answers to the test problems (``eval/<tag>/arith/greedy.jsonl``): the
+    number of correct responses and the fraction of them with a wrong line
+    (:func:`mathreason.arith.first_wrong_line` is not None: a wrong or out-of-order intermediate value, or
+    a wrong calculator result, followed by the right answer, typically a memorised one).
+    """
+    from mathreason.arith import first_wrong_line
+
+    run = Path(run_dir)
+
+    def rate(rows, refs):
+        ok = [r for r in rows if r.get("correct")]
+        bad = sum(first_wrong_line(r["text"], refs[r["problem_id"]]) is not None for r in ok)
+        return {"responses": len(rows), "correct": len(ok), "spurious": bad, "spurious_rate": bad / len(ok) if ok else None}
+
+    out: dict[str, Any] = {}
+    if (run / "grade" / "graded.jsonl").exists():
+        refs = {r["id"]: r["solution"] for r in read_jsonl(run / "data" / "dsyn.jsonl")}
+        out["samples"] = rate(read_jsonl(run / "grade" / "graded.jsonl"), refs)
+    test = run / "data" / "arith_test.jsonl"
+    if test.exists() and (run / "eval").is_dir():
+        refs = {r["id"]: r["solution"] for r in read_jsonl(test)}
+        for f in sorted((run / "eval").glob("*/arith/greedy.jsonl")):
+            out[f"test:{f.parent.parent.name}"] = rate(read_jsonl(f), refs)
     return out
 
 
@@ -263,6 +293,7 @@ def write_diagnostics(
         if not (p.run_dir / "advantages" / "advantages.jsonl").exists():
             continue
         out["pit_truth"][f"seed-{p.seed}/size-{p.size}"] = pit_truth(p.run_dir)
+        out.setdefault("spurious_steps", {})[f"seed-{p.seed}/size-{p.size}"] = spurious_steps(p.run_dir)
     rates = [v["hit_rate"] for v in out["pit_truth"].values() if v["hit_rate"] is not None]
     comp = sum(v["compared"] for v in out["pit_truth"].values())
     hits = sum(v["hit"] for v in out["pit_truth"].values())

@@ -70,3 +70,26 @@ def test_spec_is_checked():
         ArithSpec(min_steps=3, max_steps=2)
     with pytest.raises(ValueError, match="distinct"):
         arith_rows(500, 0, ArithSpec(min_steps=1, max_steps=1, max_operand=2, max_start=2, max_distractors=0), seed=0)
+
+
+def test_spurious_steps_counts_correct_answers_reached_through_a_wrong_equation(tmp_path):
+    from mathreason.diagnostics import spurious_steps
+    from mathreason.runs import write_jsonl_atomic
+
+    sol = "Buys 5: 22+5=<<22+5=27>>27\nBags: 4*4=<<4*4=16>>16\nAdds 16: 27+16=<<27+16=43>>43\n#### 43"
+    wrong_middle = "Buys 5: 22+5=<<22+5=23>>23\nBags: 4*4=<<4*4=16>>16\nAdds 16: 23+16=<<23+16=39>>39\n#### 43"
+    wrong_answer = "Buys 5: 22+5=<<22+5=27>>27\nBags: 4*4=<<4*4=16>>16\nAdds 16: 27+16=<<27+16=43>>43\n#### 44"
+    (tmp_path / "data").mkdir()
+    write_jsonl_atomic(tmp_path / "data" / "dsyn.jsonl", [{"id": "q", "solution": sol}])
+    write_jsonl_atomic(tmp_path / "data" / "arith_test.jsonl", [{"id": "t", "solution": sol}])
+    (tmp_path / "grade").mkdir()
+    write_jsonl_atomic(tmp_path / "grade" / "graded.jsonl", [
+        {"problem_id": "q", "text": sol, "correct": True},
+        {"problem_id": "q", "text": wrong_middle, "correct": True},
+        {"problem_id": "q", "text": wrong_answer, "correct": False},
+    ])
+    (tmp_path / "eval" / "sft" / "arith").mkdir(parents=True)
+    write_jsonl_atomic(tmp_path / "eval" / "sft" / "arith" / "greedy.jsonl", [{"problem_id": "t", "text": wrong_middle, "correct": True}])
+    out = spurious_steps(tmp_path)
+    assert out["samples"] == {"responses": 3, "correct": 2, "spurious": 1, "spurious_rate": 0.5}
+    assert out["test:sft"] == {"responses": 1, "correct": 1, "spurious": 1, "spurious_rate": 1.0}
