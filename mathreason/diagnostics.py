@@ -27,7 +27,7 @@ from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl
 
-__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "spurious_steps", "write_diagnostics"]
+__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mix", "spurious_steps", "write_diagnostics"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,32 @@ def spurious_steps(run_dir: str | Path) -> dict[str, Any]:
         for f in sorted((run / "eval").glob("*/arith/greedy.jsonl")):
             out[f"test:{f.parent.parent.name}"] = rate(read_jsonl(f), refs)
     return out
+
+
+def sample_mix(run_dir: str | Path) -> dict[str, Any]:
+    """What pi_sft's samples of the training problems offer the methods (``grade/graded.jsonl``).
+
+    The sampled accuracy, and the fractions of questions whose samples are all correct, all incorrect or
+    both (only those give per-step and DPO pairs), among all M samples and among the first
+    ``k`` = 2 (the ones the arith preset values with rollouts).
+    """
+    by: dict[str, list[bool]] = defaultdict(list)
+    for r in read_jsonl(Path(run_dir) / "grade" / "graded.jsonl"):
+        by[r["problem_id"]].append((int(r["sample_index"]), bool(r["correct"])))
+    n = len(by)
+    if not n:
+        return {"questions": 0}
+    cs = {q: [c for _, c in sorted(v)] for q, v in by.items()}
+    both = sum(any(v) and not all(v) for v in cs.values())
+    return {
+        "questions": n,
+        "samples_per_question": max(len(v) for v in cs.values()),
+        "sampled_accuracy": sum(map(sum, cs.values())) / sum(map(len, cs.values())),
+        "both": both / n,
+        "all_correct": sum(all(v) for v in cs.values()) / n,
+        "none_correct": sum(not any(v) for v in cs.values()) / n,
+        "both_in_first_2": sum(any(v[:2]) and not all(v[:2]) for v in cs.values()) / n,
+    }
 
 
 def _truth_counts(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -294,6 +320,7 @@ def write_diagnostics(
             continue
         out["pit_truth"][f"seed-{p.seed}/size-{p.size}"] = pit_truth(p.run_dir)
         out.setdefault("spurious_steps", {})[f"seed-{p.seed}/size-{p.size}"] = spurious_steps(p.run_dir)
+        out.setdefault("sample_mix", {})[f"seed-{p.seed}/size-{p.size}"] = sample_mix(p.run_dir)
     rates = [v["hit_rate"] for v in out["pit_truth"].values() if v["hit_rate"] is not None]
     comp = sum(v["compared"] for v in out["pit_truth"].values())
     hits = sum(v["hit"] for v in out["pit_truth"].values())

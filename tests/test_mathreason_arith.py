@@ -93,3 +93,18 @@ def test_spurious_steps_counts_correct_answers_reached_through_a_wrong_equation(
     out = spurious_steps(tmp_path)
     assert out["samples"] == {"responses": 3, "correct": 2, "spurious": 1, "spurious_rate": 0.5}
     assert out["test:sft"] == {"responses": 1, "correct": 1, "spurious": 1, "spurious_rate": 1.0}
+
+
+def test_sample_mix_counts_questions_with_both_positives_and_negatives(tmp_path):
+    from mathreason.diagnostics import sample_mix
+    from mathreason.runs import write_jsonl_atomic
+
+    rows = [{"problem_id": q, "sample_index": i, "correct": c}
+            for q, cs in {"a": [1, 1, 1, 1], "b": [0, 0, 0, 0], "c": [0, 0, 1, 0], "d": [1, 0, 0, 1]}.items()
+            for i, c in enumerate(cs)]
+    (tmp_path / "grade").mkdir()
+    write_jsonl_atomic(tmp_path / "grade" / "graded.jsonl", rows[::-1])  # order must not matter
+    m = sample_mix(tmp_path)
+    assert m["questions"] == 4 and m["samples_per_question"] == 4
+    assert m["sampled_accuracy"] == pytest.approx(7 / 16)
+    assert (m["both"], m["all_correct"], m["none_correct"], m["both_in_first_2"]) == (0.5, 0.25, 0.25, 0.25)
