@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A small cached artefact of the arith task for teaching (about 10 MB, about 6 minutes on 2 CPU cores):
-# pi_sft trained on 500 generated problems, its 4 samples per question, their grades, per-step advantages
-# and first pits from best-of-5 rollouts, the four kinds of preference pairs, and a per-step DPO policy,
+# A small cached artefact of the arith task for teaching (size and time: see docs/arith_study.md):
+# pi_sft trained on 1000 generated problems (half of its questions get both correct and incorrect
+# samples; trained on 500 it memorises them), its 4 samples per question, their grades, per-step
+# advantages and first pits from best-of-5 rollouts, the four kinds of preference pairs, and a per-step
+# DPO policy,
 # all in one ordinary run folder (default runs/arith-artefact; checkpoints deleted, final models kept), so a
 # notebook can show real positives, negatives, Q curves, pits and a per-step DPO update without training.
 #
@@ -12,6 +14,6 @@ M="${MATHREASON:-.venv/bin/mathreason}"
 RUN="${1:-runs/arith-artefact}"
 shift || true
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$M" pipeline --config arith "run_dir=$RUN" threads=2 data.subset_size=500 sft.keep_checkpoints=false \
+"$M" pipeline --config arith "run_dir=$RUN" threads=2 data.subset_size=1000 sft.keep_checkpoints=false \
     pref.train.keep_checkpoints=false "eval.policies=[sft,pref/per_step_dpo]" --methods sft,per_step_dpo "$@" --quiet
 du -sh "$RUN"
