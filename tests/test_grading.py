@@ -409,7 +409,7 @@ def test_run_pool_loses_only_the_stuck_or_dead_item():
         got[req["id"]] = (msg, failure)
 
     t = time.perf_counter()
-    grading._run_pool(reqs, 2, 1.0, on_result, chunksize=4)
+    grading._run_pool(reqs, 2, 5.0, on_result, chunksize=4)  # 5 s: a loaded machine must not time out real grades
     assert time.perf_counter() - t < 30
     assert sorted(got) == list(range(40))
     assert got[7] == (None, "timeout")

@@ -158,7 +158,7 @@ class PairsStage(Stage):
             if same == len(rows["max_edit_distance"]):
                 logger.warning(
                     "pairs: every max_edit_distance pair is also a random pair (questions have one positive and one "
-                    "negative among advantages.samples_per_question = %d samples): dpo and dpo_max_edit train on the same data", M)
+                    "negative among advantages.samples_per_question = %s samples): dpo and dpo_max_edit train on the same data", M)
         atomic_write_json(sdir / "summary.json", summary)
         for kind, cnt in counts.items():
             ctx.run.log_metrics("pairs", event="kind", kind=kind, **cnt)
