@@ -43,7 +43,6 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal, Union
 
 __all__ = [
@@ -63,17 +62,17 @@ __all__ = [
     "flags_tree",
     "inherit",
     "leaf_fields",
-    "load_yaml_file",
+    "load_yaml_file",  # noqa: F822 - shared.configyaml, via __getattr__
     "merge",
     "merge_dotted",
     "merge_override",
     "overrides_tree",
     "parse_override",
     "parse_value",
-    "parse_yaml_sourced",
+    "parse_yaml_sourced",  # noqa: F822
     "require",
     "set_path",
-    "sourced_tree_from_nodes",
+    "sourced_tree_from_nodes",  # noqa: F822
     "strip",
     "to_dict",
     "type_name",
@@ -216,78 +215,6 @@ def inherit(
     if len(chain) >= max_depth:
         raise ConfigError(f"{parent.origin}: {key} chain too deep (a cycle?): {' -> '.join((*chain, name))}")
     return merge(load(name, (*chain, name)), tree)
-
-
-# ====================================================================== YAML, duck-typed
-
-
-def _line(source: str, node: Any) -> str:
-    mark = getattr(node, "start_mark", None)
-    return f"{source} line {mark.line + 1}" if mark is not None else source
-
-
-def sourced_tree_from_nodes(node: Any, source: str, construct: Callable[[Any], Any]) -> dict:
-    """Tree of a composed YAML document (PyYAML's ``yaml.compose``), each leaf :class:`Sourced` with
-    ``<source> line N``. Nodes are duck-typed (``id`` is ``mapping``/``scalar``/``sequence``, ``value``,
-    ``start_mark.line``); ``construct(node)`` turns a leaf node into its Python value. A mapping becomes a
-    dict, an empty one (``{}``) included: an empty subtree, which :func:`merge` takes as "nothing to
-    change" and :func:`build` as the field's default (an empty dict for a dict-typed field). Anything else
-    (scalars, sequences, null) is a leaf. Keys must be plain scalars and unique."""
-    if node is None:
-        return {}
-    if getattr(node, "id", None) != "mapping":
-        raise ConfigError(f"{_line(source, node)}: the top level must be a mapping of fields")
-    return _tree_from_mapping(node, source, construct)
-
-
-def _tree_from_mapping(node: Any, source: str, construct: Callable[[Any], Any]) -> dict:
-    out: dict[str, Any] = {}
-    for k, v in node.value:
-        if getattr(k, "id", None) != "scalar":
-            raise ConfigError(f"{_line(source, k)}: keys must be plain names")
-        key = str(k.value)
-        if key in out:
-            raise ConfigError(f"{_line(source, k)}: duplicate key {key!r}")
-        if getattr(v, "id", None) == "mapping":
-            out[key] = _tree_from_mapping(v, source, construct) if v.value else _EmptyTree(_line(source, v))
-            continue
-        origin = _line(source, v)
-        try:
-            value = construct(v)
-        except Exception as e:  # e.g. a bad explicit tag (!!int abc)
-            raise ConfigError(f"{origin}: field {key}: cannot read the value ({e})") from e
-        out[key] = Sourced(value, origin)
-    return out
-
-
-def parse_yaml_sourced(text: str, source: str, yaml: Any) -> dict:
-    """Tree of a YAML mapping given as text; ``yaml`` is the PyYAML module (passed in by the front end).
-
-    Errors: invalid YAML, a top level that is not a mapping, non-scalar or duplicate keys, each a
-    :class:`ConfigError` naming ``source`` (and the line)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from e
-
-    def construct(leaf: Any) -> Any:
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_document(leaf)
-        finally:
-            loader.dispose()
-
-    return sourced_tree_from_nodes(node, source, construct)
-
-
-def load_yaml_file(path: str | Path, yaml: Any, source: str | None = None) -> dict:
-    """:func:`parse_yaml_sourced` of a file; origins read ``<path> line N`` (or ``<source> line N``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from e
-    return parse_yaml_sourced(text, source or str(path), yaml)
 
 
 # ====================================================================== overrides and flags
@@ -709,3 +636,15 @@ def add_arguments(
     for name, tp, f, doc in leaf_fields(cls, prefix):
         group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=help_text(tp, f, doc))
     return group
+
+
+_YAML_NAMES = frozenset({"load_yaml_file", "parse_yaml_sourced", "sourced_tree_from_nodes"})
+
+
+def __getattr__(name: str) -> Any:
+    """The YAML readers live in :mod:`shared.configyaml` (imported on first use: it imports this module)."""
+    if name in _YAML_NAMES:
+        from shared import configyaml
+
+        return getattr(configyaml, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
