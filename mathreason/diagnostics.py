@@ -32,9 +32,21 @@ __all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mi
 logger = logging.getLogger(__name__)
 
 
+def _truth_line(row: Mapping[str, Any], sample: Mapping[str, Any], reference: str) -> tuple[int | None, str | None]:
+    """``(truth, None)``: the first wrong line of a valued negative (capped at its last step), or
+    ``(None, reason)`` with reason ``unaligned`` (its steps are not its lines) or ``no_wrong_line``."""
+    from mathreason.arith import first_wrong_line
+
+    if row["num_steps"] != len([ln for ln in sample["text"].split("\n") if ln.strip()]):
+        return None, "unaligned"
+    truth = first_wrong_line(sample["text"], reference)
+    if truth is None:
+        return None, "no_wrong_line"
+    return min(truth, row["num_steps"] - 1), None  # a missing line: the last step is where it went wrong
+
+
 def pit_truth(run_dir: str | Path) -> dict[str, Any]:
     """First pits of ``<run_dir>/advantages`` against the first wrong equation of each negative."""
-    from mathreason.arith import first_wrong_line
 
     run = Path(run_dir)
     refs = {r["id"]: r["solution"] for r in read_jsonl(run / "data" / "dsyn.jsonl")}
@@ -46,16 +58,10 @@ def pit_truth(run_dir: str | Path) -> dict[str, Any]:
         if a["reward"] > 0:
             continue
         c["negatives"] += 1
-        s = graded[(a["problem_id"], int(a["sample_index"]))]
-        lines = [ln for ln in s["text"].split("\n") if ln.strip()]
-        if a["num_steps"] != len(lines):
-            c["unaligned"] += 1
-            continue
-        truth = first_wrong_line(s["text"], refs[a["problem_id"]])
+        truth, why = _truth_line(a, graded[(a["problem_id"], int(a["sample_index"]))], refs[a["problem_id"]])
         if truth is None:
-            c["no_wrong_line"] += 1
+            c[why] += 1
             continue
-        truth = min(truth, a["num_steps"] - 1)  # a missing line: the response's last step is where it went wrong
         if a["pit"] < 0:
             c["no_pit"] += 1
             continue
@@ -157,7 +163,6 @@ def pit_truth_vs_k(cfg, ks: Sequence[int] = (5, 16), *, limit: int = 300, progre
     sound prefix whose K rollouts all fail (an *early* pit, rarer as K grows) and a policy that recovers
     after a wrong line (a *late* pit, as frequent at any K).
     """
-    from mathreason.arith import first_wrong_line
     from mathreason.credit import CreditSettings, estimate_credit
     from mathreason.models import load_tokenizer
     from mathreason.sampling import SamplingParams
@@ -175,13 +180,11 @@ def pit_truth_vs_k(cfg, ks: Sequence[int] = (5, 16), *, limit: int = 300, progre
         if row["reward"] > 0:
             continue
         s = graded[(row["problem_id"], int(row["sample_index"]))]
-        if row["num_steps"] != len([ln for ln in s["text"].split("\n") if ln.strip()]):
-            continue
-        t = first_wrong_line(s["text"], refs[row["problem_id"]])
+        t, _ = _truth_line(row, s, refs[row["problem_id"]])
         if t is None:
             continue
         chosen.append(s)
-        truths.append(min(t, row["num_steps"] - 1))
+        truths.append(t)
         if len(chosen) >= limit:
             break
     path = ctx.policy_path(a.policy)

@@ -351,9 +351,12 @@ def train_preference(
     bf16, _, _ = resolve_precision(cfg)
     tokenizer = load_tokenizer(tokenizer_path, trust_remote_code=model_cfg.trust_remote_code)
     pad_id = int(tokenizer.pad_token_id)
+    # The reference log-probs serve the DPO-family losses only: awr trains on responses, and the sft control
+    # on the chosen sides alone.
     pairs = pref.objective != "awr"
+    needs_ref = pairs and pref.objective != "sft"
     ref_source = "none"
-    if pairs:
+    if needs_ref:
         ref = None
         if ref_cache is not None and Path(ref_cache).exists():
             saved = torch.load(str(ref_cache), weights_only=True)
