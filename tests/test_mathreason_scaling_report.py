@@ -288,9 +288,3 @@ def test_module_command_line(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout
     assert "sft fit on gsm8k / greedy" in out and "| per_step_dpo |" in out
     assert (tmp_path / "report" / "efficiency.png").exists()
-
-
-def test_no_transformers_import():
-    code = "import sys, mathreason.scaling_report; print('transformers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-    assert out.stdout.strip() == "False"
