@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A small cached artefact of the arith task for teaching (about 7 minutes and 30 MB on 2 CPU cores; docs/arith_study.md):
+# A small cached artefact of the arith task for teaching (about 7 minutes on 2 CPU cores; docs/arith_study.md):
 # pi_sft trained on 1000 generated problems (half of its questions get both correct and incorrect
 # samples; trained on 500 it memorises them), its 4 samples per question, their grades, per-step
 # advantages and first pits from best-of-5 rollouts, the four kinds of preference pairs, and a per-step
 # DPO policy,
 # all in one ordinary run folder (default runs/arith-artefact; checkpoints deleted, final models kept), so a
 # notebook can show real positives, negatives, Q curves, pits and a per-step DPO update without training.
+# The run folder is about 30 MB; its teaching copy RUN_DIR-teach (mathreason.artefact: pi_sft in bfloat16,
+# the first 200 questions' samples, grades, advantages, pits and pairs, 100 test questions) about 3.5 MB.
 #
 #   bash scripts/arith_artefact.sh [RUN_DIR] [config overrides ...]
 set -euo pipefail
@@ -17,3 +19,6 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TOKENIZERS_PARAL
 "$M" pipeline --config arith "run_dir=$RUN" threads=2 data.subset_size=1000 sft.keep_checkpoints=false \
     pref.train.keep_checkpoints=false "eval.policies=[sft,pref/per_step_dpo]" --methods sft,per_step_dpo "$@" --quiet
 du -sh "$RUN"
+rm -rf "$RUN-teach"
+"${PYTHON:-.venv/bin/python}" -m mathreason.artefact "$RUN" "$RUN-teach" --questions 200 --test-questions 100
+du -sh "$RUN-teach"

@@ -64,3 +64,23 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     # The Fig. 7 runs are ordinary run folders: the policy's responses valued by pi_sft's rollouts.
     adv = read_jsonl(root / "seed-0" / "size-120" / "qcurves" / "pref-per_step_dpo" / "advantages" / "advantages.jsonl")
     assert adv and all(r["schedule"] == "all" and r["estimator"] == "mc_mean" for r in adv)
+    # The teaching copy of a finished point: a slice of its questions, the same pits, a loadable bf16 pi_sft.
+    from safetensors.torch import load_file
+
+    from mathreason.artefact import pack_teaching_run
+    from mathreason.diagnostics import pit_truth
+
+    src = point.run_dir
+    man = pack_teaching_run(src, tmp_path / "teach", questions=10, test_questions=5)
+    teach = tmp_path / "teach"
+    kept = {r["problem_id"] for r in read_jsonl(teach / "grade" / "graded.jsonl")}
+    order = list(dict.fromkeys(r["problem_id"] for r in read_jsonl(src / "grade" / "graded.jsonl")))
+    assert man["questions"] == len(kept) == 10 and kept == set(order[:10])
+    full_adv = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(src / "advantages" / "advantages.jsonl")}
+    for r in read_jsonl(teach / "advantages" / "advantages.jsonl"):
+        assert r["problem_id"] in kept and r == full_adv[(r["problem_id"], r["sample_index"])]
+    assert {k: v for k, v in pit_truth(teach).items()}["negatives"] == sum(1 for k, r in full_adv.items() if k[0] in kept and r["reward"] <= 0)
+    assert all(v.dtype == torch.bfloat16 for v in load_file(str(teach / "sft" / "model" / "model.safetensors")).values() if v.is_floating_point())
+    assert set(man["files"]) == {str(p.relative_to(teach)) for p in teach.rglob("*") if p.is_file()} - {"MANIFEST.json"}
+    with pytest.raises(FileExistsError):
+        pack_teaching_run(src, teach)
