@@ -18,12 +18,14 @@ and the cosine similarity of every pair of them, with the gradient norms and the
 At the start of post-training the policy equals the reference, so ``h = 0`` and every pair has
 weight ``beta / 2``.
 
-    python -m stargraph.analysis runs/.../ckpt_1000.pt --out align.json
+    stargraph analysis runs/align --set 'checkpoints=[runs/.../ckpt_100.pt,runs/.../ckpt_1000.pt]'
+
+writes ``runs/align/config.yaml`` and ``runs/align/alignment.json`` (a list, one entry per checkpoint,
+rewritten after each).
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import tempfile
@@ -33,7 +35,8 @@ import torch
 
 from shared.losses import sft_loss
 
-from .config import PoolConfig, PostTrainConfig, RuntimeConfig
+from . import configlib
+from .config import AnalysisConfig, PoolConfig, PostTrainConfig, RuntimeConfig
 from .posttrain import PostTrainer
 from .runio import atomic_write_text
 
@@ -125,32 +128,22 @@ def gradient_alignment(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoints", nargs="+", help="SFT checkpoints (.pt)")
-    ap.add_argument("--graphs", type=int, default=1024)
-    ap.add_argument("--samples-per-graph", type=int, default=4)
-    ap.add_argument("--uniform", type=int, default=4096)
-    ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--construction", choices=("full", "shared_prefix"), default="full")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None, help="JSON file (a list, one entry per checkpoint)")
-    args = ap.parse_args(argv)
-    missing = [c for c in args.checkpoints if not Path(c).is_file()]
+def analyse(cfg: AnalysisConfig, run_dir: str | Path) -> list[dict]:
+    """``stargraph analysis``: :func:`gradient_alignment` of every checkpoint of ``cfg``, written to
+    ``run_dir/alignment.json`` after each (a killed run keeps what it computed) beside ``config.yaml``."""
+    if not cfg.checkpoints:
+        raise FileNotFoundError("no checkpoints given; --set 'checkpoints=[path/ckpt_100.pt]'")
+    missing = [c for c in cfg.checkpoints if not Path(c).is_file()]
     if missing:
-        ap.error(f"checkpoints not found: {', '.join(missing)}")
-    torch.set_num_threads(args.threads)
+        raise FileNotFoundError(f"checkpoints not found: {', '.join(missing)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", configlib.dump_yaml(cfg))
+    torch.set_num_threads(cfg.threads)
     res = []
-    for c in args.checkpoints:
-        res.append(gradient_alignment(c, graphs=args.graphs, samples_per_graph=args.samples_per_graph, uniform=args.uniform,
-                                      beta=args.beta, construction=args.construction, seed=args.seed))
-        if args.out:  # rewritten after every checkpoint: a killed run keeps what it computed
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
+    for c in cfg.checkpoints:
+        res.append(gradient_alignment(c, graphs=cfg.graphs, samples_per_graph=cfg.samples_per_graph, uniform=cfg.uniform,
+                                      beta=cfg.beta, construction=cfg.construction, seed=cfg.seed))
+        atomic_write_text(run_dir / "alignment.json", json.dumps(res, indent=1) + "\n")
         print(json.dumps({k: v for k, v in res[-1].items() if k in ("init", "pairs", "cosine")}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return res

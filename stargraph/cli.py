@@ -9,7 +9,9 @@ Subcommands (each reads and writes a run folder):
 - ``stargraph sweep [RUN_DIR] --preset sweep``: a grid of post-training runs in parallel workers;
 - ``stargraph figures RUN_DIR``: redraw the figures of a reproduce or sweep folder;
 - ``stargraph rescore RUN_DIR...``: every current metric of the saved checkpoints, without retraining
-  (``rescore.jsonl`` / ``rescore.csv`` next to them).
+  (``rescore.jsonl`` / ``rescore.csv`` next to them);
+- ``stargraph analysis [RUN_DIR] --set checkpoints=[...]``: gradient alignment of per-step DPO with SFT
+  variants at SFT checkpoints (``alignment.json``).
 
 Config resolution: preset < ``--config FILE`` < per-field flags and ``--set key=value``.
 """
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 from . import configlib
-from .config import PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
+from .config import AnalysisConfig, PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
 from .configlib import ConfigError
 
 COMMANDS = {
@@ -29,6 +31,7 @@ COMMANDS = {
     "posttrain": (PostTrainConfig, "posttrain", None),
     "reproduce": (ReproduceConfig, None, "quick"),
     "sweep": (SweepConfig, None, "sweep"),
+    "analysis": (AnalysisConfig, None, None),
 }
 
 
@@ -38,7 +41,7 @@ def _doc(cls: type) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stargraph", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,figures,rescore}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,analysis,figures,rescore}")
     for name, (cls, section, default_preset) in COMMANDS.items():
         sp = sub.add_parser(name, help=_doc(cls), description=_doc(cls))
         sp.add_argument("run_dir", nargs="?", default=None, help=f"run folder (default runs/{name}_<preset>)")
@@ -127,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import sweep
 
         sweep(cfg, run_dir)
+    elif args.command == "analysis":
+        from .analysis import analyse
+
+        try:
+            analyse(cfg, run_dir)
+        except FileNotFoundError as e:
+            print(f"stargraph analysis: {e}", file=sys.stderr)
+            return 2
     print(f"stargraph {args.command}: outputs in {run_dir}")
     return 0
 

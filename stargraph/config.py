@@ -323,6 +323,28 @@ class ReproduceConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """``stargraph analysis``: gradient alignment of per-step DPO with SFT variants at SFT checkpoints."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    "SFT checkpoints (.pt) to analyse, e.g. --set 'checkpoints=[runs/x/ckpt_100.pt,runs/x/ckpt_200.pt]'."
+    graphs: int = 1024
+    "Training graphs of the on-policy pool (as posttrain's pool.graphs)."
+    samples_per_graph: int = 4
+    "Samples per pool graph (as posttrain's pool.samples_per_graph)."
+    uniform: int = 4096
+    "Uniformly drawn training graphs for the sftc / sft / sft_lookup gradients."
+    beta: float = 0.1
+    "Per-step DPO beta."
+    construction: Literal["full", "shared_prefix"] = "full"
+    "Pair construction of the pool (as posttrain's pairs)."
+    seed: int = 0
+    "Seed of the pool and of the uniform graphs."
+    threads: int = 1
+    "torch threads."
+
+
+@dataclass
 class SweepConfig:
     """``stargraph sweep``: a grid of post-training runs, each grid point a run folder (resumable)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -61,3 +62,22 @@ def test_per_step_dpo_gradient_is_half_beta_times_the_log_prob_difference(ckpt):
     # SFT on the whole path = SFT on the source + critical + lookup tokens: its gradient is a
     # positive combination, so it correlates positively with the critical- and lookup-token parts
     assert res["cosine"]["sft|sft_lookup"] > 0 and res["cosine"]["sftc|sft"] > 0
+
+
+def test_analysis_is_a_stargraph_subcommand_with_a_typed_config(ckpt, tmp_path, capsys):
+    from stargraph.cli import main
+
+    out = tmp_path / "align"
+    args = ["analysis", str(out), "--set", f"checkpoints=[{ckpt}]", "--graphs", "32", "--set", "samples_per_graph=2",
+            "--uniform", "32", "--beta", "0.3"]
+    assert main(args) == 0
+    res = json.loads((out / "alignment.json").read_text())
+    assert len(res) == 1 and res[0]["pairs"] > 0 and "psdpo|sftc_pairs" in res[0]["cosine"]
+    direct = gradient_alignment(ckpt, graphs=32, samples_per_graph=2, uniform=32, beta=0.3, seed=0)
+    assert res[0]["cosine"] == pytest.approx(direct["cosine"])
+    cfg = (out / "config.yaml").read_text()
+    assert "graphs: 32" in cfg and "beta: 0.3" in cfg
+    capsys.readouterr()
+    assert main(["analysis", str(tmp_path / "none")]) == 2 and "no checkpoints given" in capsys.readouterr().err
+    assert main(["analysis", str(tmp_path / "none"), "--set", "checkpoints=[nope.pt]"]) == 2
+    assert main(["analysis", "--print-config", "--set", "seed=3"]) == 0 and "seed: 3" in capsys.readouterr().out
