@@ -49,17 +49,21 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, q_from: int = 0) -> torch.Tensor:
         """Causal attention; with ``q_from > 0`` only positions ``q_from..T-1`` are queried (output
         ``(B, T - q_from, C)``), each still attending to every earlier position."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        # Shapes (CONTRIBUTING.md): B batch, T positions, C = n_embd, H heads, D = C // H head width,
+        # T' = T - q_from queried positions.
+        B, T, C = x.shape  # x: (B, T, C)
+        H = self.n_head
+        # (B, T, 3C) -> (B, T, 3, H, D) -> (3, B, H, T, D) -> q, k, v each (B, H, T, D)
+        q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.dropout if self.training else 0.0
         if q_from == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)  # (B, H, T, D)
         else:
-            q = q[:, :, q_from:]
-            rows = torch.arange(q_from, T, device=x.device).unsqueeze(1)
-            mask = torch.arange(T, device=x.device).unsqueeze(0) <= rows  # bottom-right aligned causal mask
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C))
+            q = q[:, :, q_from:]  # (B, H, T', D)
+            rows = torch.arange(q_from, T, device=x.device).unsqueeze(1)  # (T', 1): absolute query positions
+            mask = torch.arange(T, device=x.device).unsqueeze(0) <= rows  # (T', T) bottom-right aligned causal mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # (B, H, T', D)
+        return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C))  # (B, T', H, D) -> (B, T', C)
 
 
 class MLP(nn.Module):
