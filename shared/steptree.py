@@ -36,6 +36,7 @@ __all__ = [
     "step_logprobs_on_tree",
     "response_logprobs",
     "rollout_successes",
+    "sample_responses",
     "advantage_tilted_policy",
     "reward_tilted_policy",
     "response_probs",
@@ -128,14 +129,17 @@ def node_advantages(values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def step_logprobs_on_tree(logits_levels: Sequence[torch.Tensor], paths_BL: torch.Tensor) -> torch.Tensor:
-    """``(B, L)`` ``log pi(y_i | x, y_{<i})`` of each step of each response (differentiable in the logits)."""
+    """``(B, l)`` ``log pi(y_i | x, y_{<i})`` of each step of each (partial) response of ``l <= L`` steps,
+    differentiable in the logits."""
     b = _branching(logits_levels)
-    if paths_BL.shape[1] != len(logits_levels):
-        raise ValueError(f"step_logprobs_on_tree: responses have {paths_BL.shape[1]} steps, the tree {len(logits_levels)}")
+    if paths_BL.dim() != 2 or paths_BL.shape[1] > len(logits_levels):
+        raise ValueError(f"step_logprobs_on_tree: expected (B, l <= {len(logits_levels)}) steps, got {tuple(paths_BL.shape)}")
     nodes = prefix_nodes(paths_BL, b)
     cols = [
-        torch.log_softmax(logits_levels[i], dim=-1)[nodes[:, i], paths_BL[:, i].long()] for i in range(len(logits_levels))
+        torch.log_softmax(logits_levels[i], dim=-1)[nodes[:, i], paths_BL[:, i].long()] for i in range(paths_BL.shape[1])
     ]
+    if not cols:
+        return torch.zeros(paths_BL.shape[0], 0, dtype=logits_levels[0].dtype)
     return torch.stack(cols, dim=1)
 
 
@@ -182,6 +186,18 @@ def rollout_successes(
             cur = cur * b + step
         out[:, i - 1, :] = rewards[cur].view(B, k)
     return out
+
+
+def sample_responses(probs_levels: Sequence[torch.Tensor], n: int, *, generator: torch.Generator) -> torch.Tensor:
+    """``(n, L)`` long: n responses sampled from the policy (the learner's samples for one question)."""
+    b = _branching(probs_levels)
+    cur = torch.zeros(n, dtype=torch.long)
+    steps = []
+    for p in probs_levels:
+        a = torch.multinomial(p[cur], 1, replacement=True, generator=generator).squeeze(-1)
+        steps.append(a)
+        cur = cur * b + a
+    return torch.stack(steps, dim=1)
 
 
 def advantage_tilted_policy(

@@ -103,6 +103,17 @@ def test_whole_response_dpo_reaches_the_reward_tilted_policy():
     torch.testing.assert_close(st.response_probs(st.policy_probs([p.detach() for p in params])), st.response_probs(want), atol=1e-5, rtol=0)
 
 
+def test_partial_paths_and_samples():
+    logits, r = _tree(b=3, L=3, seed=4)
+    ys = st.all_responses(3, 3)
+    full = st.step_logprobs_on_tree(logits, ys)
+    torch.testing.assert_close(st.step_logprobs_on_tree(logits, ys[:, :2]), full[:, :2])
+    assert st.step_logprobs_on_tree(logits, ys[:, :0]).shape == (27, 0)
+    y = st.sample_responses(st.policy_probs(logits), 20000, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount((y * torch.tensor([9, 3, 1])).sum(-1), minlength=27).double() / 20000
+    torch.testing.assert_close(freq, full.sum(-1).exp(), atol=0.01, rtol=0)
+
+
 def test_shape_errors():
     with pytest.raises(ValueError):
         st.policy_probs([torch.zeros(1, 2), torch.zeros(3, 2)])
