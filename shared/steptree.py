@@ -168,8 +168,8 @@ def rollout_successes(
 ) -> torch.Tensor:
     """``(B, L, K)`` rewards of K rollouts of the policy from every step prefix ``y_{1:i}`` (i = 1..L).
 
-    Rollout k from prefix i samples ``y'_{i+1:L} ~ pi(. | x, y_{1:i})`` and records ``r(x, y_{1:i} y')``;
-    from the whole response (i = L) every "rollout" is its own reward. The mean over K is the
+    Rollout k from prefix i samples ``y'_{i+1:L} ~ pi(. | x, y_{1:i})`` and records ``r(x, y_{1:i} y')``.
+    At i = L (the whole response) every "rollout" is its own reward. The mean over K is the
     Monte-Carlo Q estimate (:func:`shared.advantages.mc_q_values`).
     """
     b = _branching(probs_levels)
