@@ -7,6 +7,8 @@ Pure functions on tensors:
 - :mod:`shared.advantages`: Monte-Carlo and exact Q-values, best-of-K, step advantages, first pit.
 - :mod:`shared.pairs`: preference-pair builders (random, max edit distance, first pit).
 - :mod:`shared.efficiency`: power-law fits and the data-efficiency ratio.
+- :mod:`shared.steptree`: tabular step trees on which Q, advantages and the losses' optima are exact
+  (the teaching notebooks' toy problem).
 
 Run plumbing both front ends need (standard library only):
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "pairs", "runio")
+_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "pairs", "runio", "steptree")
 
 _EXPORTS = {
     "logprobs": ("token_logprobs", "sequence_logprobs", "step_logprobs", "step_mask_from_ids"),
