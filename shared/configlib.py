@@ -80,6 +80,7 @@ __all__ = [
     "merge",
     "merge_dotted",
     "merge_override",
+    "old_path",
     "overrides_tree",
     "parse_override",
     "parse_value",
@@ -182,6 +183,17 @@ def renamed_path(cls: type, dotted: str) -> str | None:
 
 def _old_names(cls: type) -> dict[str, str]:
     return {new: old for old, new in renamed_fields(cls).items()}
+
+
+def old_path(cls: type, dotted: str) -> str:
+    """A dotted field name of ``cls`` with every renamed part spelled the old way (``sft.learning_rate`` ->
+    ``sft.lr``): for a name that must hash as it did before the rename (a sweep variant's folder tag)."""
+    out: list[str] = []
+    node: type | None = cls
+    for p in dotted.split("."):
+        out.append(_old_names(node).get(p, p) if node is not None else p)
+        node = _section_type(node, p) if node is not None else None
+    return ".".join(out)
 
 
 def upgrade_names(cls: type, tree: Any) -> Any:
