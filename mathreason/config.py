@@ -148,6 +148,11 @@ class Config:
             "advantages.samples_per_question",
             f"must be <= sample.n ({self.sample.n})",
         )
+        for var, items in self.pipeline.variants.items():
+            for item in items:
+                key = str(item).partition("=")[0].strip()
+                new = configlib.renamed_path(Config, key)
+                _require(new is None, "pipeline.variants", f"variant {var!r}: field {key!r} was renamed to {new!r}")
         from mathreason.methods import resolve_method
 
         for where, names in (("pipeline.methods", self.pipeline.methods), ("scaling.methods", self.scaling.methods)):

@@ -4,14 +4,14 @@ A config is a (possibly nested) dataclass whose fields carry a docstring written
 
     @dataclass
     class SFTConfig:
-        lr: float = 1e-3
+        learning_rate: float = 1e-3
         "Peak learning rate of AdamW."
 
 How a front end uses this module:
 
 1. Read each layer (preset, config file, command line) into a *tree*: nested ``dict``s whose leaves are
-   :class:`Sourced` values, each knowing where it came from (``my.yaml line 3``, ``--sft.lr``,
-   ``override sft.lr=3e-4``). YAML files go through :func:`parse_yaml_sourced` (the front end passes its
+   :class:`Sourced` values, each knowing where it came from (``my.yaml line 3``, ``--sft.learning_rate``,
+   ``--set sft.learning_rate``). YAML files go through :func:`parse_yaml_sourced` (the front end passes its
    ``yaml`` module; this module never imports it), ``a.b=value`` items through :func:`overrides_tree`,
    ``--a.b VALUE`` flags (made by :func:`add_arguments`) through :func:`flags_tree`.
 2. :func:`merge` the layers, later ones winning (preset < config file < overrides).
@@ -35,7 +35,7 @@ Both front ends share one command-line grammar (:data:`GRAMMAR`, :func:`add_conf
 Two rules keep a layer from silently resetting a section of an earlier one (a preset's ``sft:``, say):
 an empty mapping in a YAML file (``sft: {}``) is an empty subtree, so it merges as "nothing to change";
 a dataclass-typed section given as null (``sft:`` with nothing under it) is an error, not the defaults.
-Overrides follow the same rules: a mapping value (``--set sft={lr: 1}``) merges into the section like
+Overrides follow the same rules: a mapping value (``--set sft={learning_rate: 1}``) merges into the section like
 the same mapping in a file would (see :func:`as_subtree`), and ``--set sft={}`` changes nothing.
 
 Only the standard library is used here.
@@ -356,7 +356,7 @@ def parse_override(
 
 def as_subtree(val: Sourced) -> Any:
     """An override's value as it enters the merge: a mapping becomes a subtree (its leaves keep the
-    override's origin), so ``sft={lr: 1}`` changes ``sft.lr`` and leaves the section's other fields as the
+    override's origin), so ``sft={learning_rate: 1}`` changes ``sft.learning_rate`` and leaves the section's other fields as the
     preset/file set them, exactly as the same mapping written in a YAML file would; ``{}`` changes nothing
     (as in a file). Any other value (a list, a scalar, null) replaces what was there."""
     if isinstance(val.value, Mapping):
@@ -740,7 +740,7 @@ def add_arguments(
 
     The raw strings are collected by :func:`flags_from_args` and parsed/type-checked when the config is
     built, so a bad value is reported like any other config error. ``prefix`` puts the fields under a
-    section (``--train.sft.lr`` with ``prefix="train"``)."""
+    section (``--train.sft.learning_rate`` with ``prefix="train"``)."""
     group = parser.add_argument_group(title or f"{cls.__name__} fields")
     for name, tp, f, doc in leaf_fields(cls, prefix):
         group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=help_text(tp, f, doc))

@@ -169,3 +169,10 @@ def test_mathreason_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(configlib.ConfigError, match="field device: cuda: no CUDA device"):
             apply_device("cuda")
+
+
+def test_old_names_in_dotted_keys_kept_as_data_are_refused_too():
+    out = _run("mathreason", "pipeline", "--preset", "tiny", "--set", "pipeline.variants={w: [pref.train.warmup_ratio=0.1]}", "--print-config")
+    assert out.returncode == 2 and "variant 'w': field 'pref.train.warmup_ratio' was renamed to 'pref.train.warmup_steps'" in out.stderr
+    out = _run("stargraph", "sweep", "--preset", "tiny_sweep", "--set", "variants={v: {posttrain.lr: 0.1}}", "--print-config")
+    assert out.returncode == 2 and "variant 'v': key 'posttrain.lr' was renamed to 'posttrain.learning_rate'" in out.stderr
