@@ -49,7 +49,7 @@ def small_checkpoint(run_dir: Path, steps: int, threads: int) -> Path:
     from stargraph import configlib
     from stargraph.config import resolve
 
-    over = configlib.sets_tree([f"sft.steps={steps}", f"sft.eval_every={max(1, steps)}", "sft.checkpoint_at=[]", "sft.resume_every=0",
+    over = configlib.sets_tree([f"sft.max_steps={steps}", f"sft.eval_every={max(1, steps)}", "sft.checkpoint_at=[]", "sft.resume_every=0",
                                 "runtime.device=cpu", f"runtime.threads={threads}", "runtime.amp=\"off\"", "seed=0"])
     cfg = resolve(TrainConfig, preset="quick", config_file=None, overrides=over, preset_section="train")
     train_sft(cfg, run_dir, log=lambda s: None)

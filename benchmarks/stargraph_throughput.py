@@ -48,7 +48,7 @@ def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: 
     train = tokenize_graphs(train_g, dev)
     test = tokenize_graphs(test_g, dev)
     model = build_model(cfg, spec, train.T, dev)
-    opt = runio.make_optimizer(model, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay, betas=(cfg.sft.beta1, cfg.sft.beta2))
+    opt = runio.make_optimizer(model, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay, betas=(cfg.sft.beta1, cfg.sft.beta2))
     fwd = torch.compile(model) if compile_ else model
     sampler = EpochSampler(len(train), cfg.sft.batch_size, torch.Generator(device=dev).manual_seed(0), dev)
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         res["ntf_command"] = (
             f"cp {out}/*.txt data/datasets/graphs/ && python train.py --model gpt --n_layer {m.n_layer} --n_embd {m.n_embd} "
             f"--n_head {m.n_head} --n_train {d.n_train} --n_test {d.n_test} --deg {d.degree} --path_len {d.path_len} "
-            f"--num_nodes {d.num_nodes} --batch_size {cfg.sft.batch_size} --lr {cfg.sft.lr} --epochs 1"
+            f"--num_nodes {d.num_nodes} --batch_size {cfg.sft.batch_size} --lr {cfg.sft.learning_rate} --epochs 1"
         )
     text = json.dumps(res, indent=2)
     print(text)

@@ -1,21 +1,22 @@
 """``mathreason``: the GSM8K/MATH pipeline's command line.
 
-    mathreason <stage> --config FILE_OR_PRESET [section.field=value ...] [--section.field VALUE ...]
-    mathreason pipeline --config FILE_OR_PRESET [--stages sft,sample,...] [--methods sft,rft,...] [overrides]
-    mathreason scaling --config FILE_OR_PRESET [overrides]         # scaling.methods at every scaling.sizes x seeds
-    mathreason scaling-report --config FILE_OR_PRESET [overrides]  # SFT power law, data-efficiency factors, figures
-    mathreason diagnostics --config FILE_OR_PRESET [overrides]    # arith study: pits vs truth, Fig. 7 Q curves
-    mathreason methods                                            # the methods a study can compare
-    mathreason show-config --config FILE_OR_PRESET [overrides]     # the resolved config as YAML
-    mathreason <stage|pipeline> ... --print-config                 # the same, as stargraph's commands do
-    mathreason status --config FILE_OR_PRESET [overrides]          # what each stage recorded
-    mathreason presets                                            # the packaged presets
-    mathreason configs-dir                                        # folder of the accelerate/DeepSpeed configs
+    mathreason <stage> --preset NAME [--config FILE] [--set section.field=value ...] [--section.field VALUE ...]
+    mathreason pipeline --preset NAME [--stages sft,sample,...] [--methods sft,rft,...] [--set ...]
+    mathreason scaling --preset NAME [--set ...]          # scaling.methods at every scaling.sizes x seeds
+    mathreason scaling-report --preset NAME [--set ...]   # SFT power law, data-efficiency factors, figures
+    mathreason diagnostics --preset NAME [--set ...]      # arith study: pits vs truth, Fig. 7 Q curves
+    mathreason methods                                    # the methods a study can compare
+    mathreason <command> ... --print-config               # the resolved config as YAML (runs nothing)
+    mathreason show-config --preset NAME [--set ...]      # the same
+    mathreason status --preset NAME [--set ...]           # what each stage recorded
+    mathreason presets                                    # the packaged presets
+    mathreason configs-dir                                # folder of the accelerate/DeepSpeed configs
 
-Stages: sft, sample, grade, advantages, pairs, pref, rft, rft_adv, eval. ``--config`` takes a YAML file (which may start from a preset with
-``preset: gsm8k``) or a preset name (``tiny``, ``gsm8k``, ``math``). Every config field is also a flag;
-``mathreason sft --help`` lists them all with their documentation. Bad configs and bad data stop with
-exit status 2 and a message naming the file, line and field, before any work starts.
+Stages: sft, sample, grade, advantages, pairs, pref, rft, rft_adv, eval. The config grammar is stargraph's
+(below): ``--preset`` names a packaged preset (``tiny``, ``gsm8k``, ``math``, ``arith``), ``--config`` a
+YAML file (which may start from a preset with ``preset: gsm8k``); one of them is required. Every config
+field is also a flag; ``mathreason sft --help`` lists them all with their documentation. Bad configs and
+bad data stop with exit status 2 and a message naming the file, line and field, before any work starts.
 
 Training stages run distributed under ``accelerate launch``, e.g.
 ``accelerate launch --config_file "$(mathreason configs-dir)/fsdp.yaml" -m mathreason.cli sft --config my.yaml``
@@ -30,6 +31,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+
+import yaml
 
 from mathreason.config import STAGES as STAGE_NAMES
 from mathreason.config import Config, ConfigError, available_presets, dump_yaml, load_config
@@ -51,40 +54,46 @@ STAGE_HELP = {
 
 
 def _add_config_args(p: argparse.ArgumentParser, *, print_config: bool = True) -> None:
-    p.add_argument("--config", required=True, help="YAML config file or preset name (%s)" % ", ".join(available_presets()))
-    if print_config:
-        p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit (runs nothing)")
-    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides (values parsed as YAML)")
-    configlib.add_arguments(p, Config, title="config fields (each also settable as section.field=value)")
+    configlib.add_config_arguments(
+        p, presets=available_presets(), print_config=print_config,
+        preset_note="; --preset or --config is required (a --config FILE may start from a preset with `preset: NAME`)",
+    )
+    p.add_argument("positional", nargs="*", help=argparse.SUPPRESS)  # old `a.b=v` overrides: an error with a hint
+    configlib.add_arguments(p, Config, title="config fields (each also settable as --set section.field=value)")
+
+
+def _subparser(sub: argparse._SubParsersAction, name: str, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=configlib.GRAMMAR, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mathreason",
-        description="GSM8K/MATH pipeline of Setlur et al. 2024: SFT, sampling, grading, RFT, evaluation.",
+        description=__doc__,
+        epilog=configlib.GRAMMAR,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in STAGE_NAMES:
-        p = sub.add_parser(name, help=STAGE_HELP[name], description=STAGE_HELP[name])
+        p = _subparser(sub, name, help=STAGE_HELP[name], description=STAGE_HELP[name])
         _add_config_args(p)
         p.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = sub.add_parser("pipeline", help="run the stages in order (pipeline.stages)", description="run the stages in order")
+    p = _subparser(sub, "pipeline", help="run the stages in order (pipeline.stages)", description="run the stages in order")
     _add_config_args(p)
     p.add_argument("--stages", default=None, help="comma-separated stages to run (default: pipeline.stages)")
     p.add_argument("--methods", default=None, help="comma-separated methods to train and evaluate (default: pipeline.methods); see `mathreason methods`")
     p.add_argument("--force", action="store_true", help="re-run stages even if their outputs are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = sub.add_parser("scaling", help="run scaling.methods at every D_syn size and seed (one run folder each)", description="scaling runs")
+    p = _subparser(sub, "scaling", help="run scaling.methods at every D_syn size and seed (one run folder each)", description="scaling runs")
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="re-run stages even if their outputs are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = sub.add_parser("scaling-report", help="fit SFT's power law and write every method's data-efficiency factors", description="scaling report")
+    p = _subparser(sub, "scaling-report", help="fit SFT's power law and write every method's data-efficiency factors", description="scaling report")
     _add_config_args(p)
     p.add_argument("--out", default=None, help="output folder (default: <scaling root>/report)")
-    p = sub.add_parser(
-        "diagnostics",
+    p = _subparser(
+        sub, "diagnostics",
         help="on the arith task: first pits vs the first wrong equation, and Fig. 7 (mean Q per step of each policy)",
         description="diagnostics of a scaling study on the arith task",
     )
@@ -96,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-sweep", default="", help="re-value the largest size's negatives with these K (e.g. 5,16): pit hit rate vs K")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("methods", help="list the methods a study can compare")
-    p = sub.add_parser("show-config", help="print the resolved config as YAML")
+    p = _subparser(sub, "show-config", help="print the resolved config as YAML")
     _add_config_args(p, print_config=False)
-    p = sub.add_parser("status", help="print what each stage of a run folder recorded")
+    p = _subparser(sub, "status", help="print what each stage of a run folder recorded")
     _add_config_args(p, print_config=False)
     sub.add_parser("presets", help="list the packaged presets")
     sub.add_parser("configs-dir", help="print the folder of the shipped accelerate (FSDP, ZeRO-3) and DeepSpeed configs")
@@ -106,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, list(args.overrides or []), flags=configlib.flags_from_args(args))
+    """The config of the command line: ``--preset`` < ``--config FILE`` < flags < ``--set`` (stargraph's grammar)."""
+    if args.positional:
+        sets = [a for a in args.positional if "=" in a]
+        if sets:
+            raise ConfigError(f"override {sets[0]!r}: overrides are options now: write --set {sets[0]}")
+        raise ConfigError(f"unexpected argument {args.positional[0]!r}")
+    if args.config is not None and not os.path.isfile(args.config):
+        hint = f"; for the packaged preset write --preset {args.config}" if args.config in available_presets() else ""
+        raise ConfigError(f"--config {args.config}: no such file{hint}")
+    if args.preset is None and args.config is None:
+        raise ConfigError(f"give --preset NAME ({', '.join(available_presets())}) or --config FILE")
+    return load_config(args.config, preset=args.preset, tree=configlib.command_line_tree(args, yaml.safe_load))
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -147,6 +167,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "show-config" or getattr(args, "print_config", False):
         sys.stdout.write(dump_yaml(cfg))
         return 0
+    from mathreason.stages.base import apply_device
+
+    if args.command != "status":
+        apply_device(cfg.device)  # before anything asks CUDA (every Context applies it again)
     from mathreason.runs import RunFolder, atomic_write_text, is_main_process
 
     run = RunFolder(cfg.run_dir)

@@ -4,8 +4,9 @@ Every field carries a docstring (the string right below it); :func:`field_docs` 
 turns every leaf field into a ``--section.field`` flag whose ``--help`` text is that docstring.
 
 A config is built in layers, later ones winning: the dataclass defaults, a preset (``gsm8k``, ``math``,
-``tiny``; a config file may name one with a top-level ``preset:`` key), the config file, then
-``section.field=value`` overrides (values parsed as YAML). Every value is checked against its annotation
+``tiny``, ``arith``: ``--preset NAME``; a config file may name one with a top-level ``preset:`` key), the
+config file (``--config FILE``), then the ``--section.field V`` flags and ``--set section.field=value``
+overrides (values parsed as YAML; the grammar of :data:`shared.configlib.GRAMMAR`, as stargraph's). Every value is checked against its annotation
 and every cross-field rule is checked before any work starts; a :class:`ConfigError` names the file and
 line (or the override) and the field.
 """
@@ -16,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -105,6 +106,8 @@ class Config:
     """Seed of training order, model init (tiny) and every sample's random stream."""
     threads: int | None = None
     """torch CPU threads (None = torch's default)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where every stage runs: `auto` = the GPUs this process is given (by accelerate, CUDA_VISIBLE_DEVICES), else the CPU; `cpu` hides the GPUs (CUDA_VISIBLE_DEVICES='', so a training launcher's processes inherit it); `cuda` fails when there is none. Not part of any stage key."""
     data: DataConfig = field(default_factory=DataConfig)
     """D_syn and prompts."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -145,6 +148,11 @@ class Config:
             "advantages.samples_per_question",
             f"must be <= sample.n ({self.sample.n})",
         )
+        for var, items in self.pipeline.variants.items():
+            for item in items:
+                key = str(item).partition("=")[0].strip()
+                new = configlib.renamed_path(Config, key)
+                _require(new is None, "pipeline.variants", f"variant {var!r}: field {key!r} was renamed to {new!r}")
         from mathreason.methods import resolve_method
 
         for where, names in (("pipeline.methods", self.pipeline.methods), ("scaling.methods", self.scaling.methods)):
@@ -176,6 +184,12 @@ def _preset_text(name: str) -> str:
     return path.read_text()
 
 
+def _preset_layer(name: str) -> dict:
+    """Raw tree of a packaged preset (``--preset NAME``), with its ``preset:`` chain resolved underneath."""
+    tree = configlib.parse_yaml_sourced(_preset_text(name), f"preset {name}", yaml)
+    return configlib.inherit(tree, "preset", _layer_from_source, (name,))
+
+
 def _layer_from_source(source: str, chain: tuple[str, ...] = ()) -> dict:
     """Raw tree of a preset name or config file, with its ``preset:`` chain resolved underneath."""
     path = Path(source)
@@ -200,18 +214,31 @@ def _overrides(items: list[str] | None) -> dict:
     return configlib.overrides_tree(items or [], yaml.safe_load)
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | None = None, *, flags: dict | None = None) -> Config:
+def load_config(
+    source: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    flags: dict | None = None,
+    preset: str | None = None,
+    tree: dict | None = None,
+) -> Config:
     """Build the config of a run.
 
     Args:
-        source: a preset name (``tiny``, ``gsm8k``, ``math``) or a YAML file (which may name a preset with
-            a top-level ``preset:`` key); None = the dataclass defaults.
+        source: a preset name (``tiny``, ``gsm8k``, ``math``, ``arith``) or a YAML file (which may name a
+            preset with a top-level ``preset:`` key); None = the dataclass defaults. (The command line
+            takes a file here, ``--config FILE``, and a preset as ``--preset NAME``.)
         overrides: ``section.field=value`` strings, applied in order after the file.
-        flags: ``{"section.field": raw_string}`` from ``--section.field`` command-line flags (applied last).
+        flags: ``{"section.field": raw_string}`` from ``--section.field`` command-line flags (after ``overrides``).
+        preset: a packaged preset under ``source`` (``--preset NAME``).
+        tree: a raw tree applied last: the command line's flags and ``--set`` items
+            (:func:`shared.configlib.command_line_tree`).
     """
-    tree = _layer_from_source(str(source)) if source is not None else {}
-    tree = configlib.merge(tree, _overrides(overrides), configlib.flags_tree(flags or {}, yaml.safe_load))
-    return configlib.build(Config, tree)
+    layers = [_preset_layer(preset)] if preset is not None else []
+    if source is not None:
+        layers.append(_layer_from_source(str(source)))
+    layers += [_overrides(overrides), configlib.flags_tree(flags or {}, yaml.safe_load), tree or {}]
+    return configlib.build(Config, configlib.merge(*layers))
 
 
 def dump_yaml(cfg: Any) -> str:

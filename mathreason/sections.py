@@ -193,6 +193,7 @@ class LoraConfig:
         _require(bool(self.target_modules), "target_modules", "must not be empty")
 
 
+@configlib.renamed(warmup_ratio="warmup_steps")
 @dataclass
 class TrainConfig:
     """Fine-tuning hyper-parameters (TRL SFTTrainer, loss on the completion only)."""
@@ -211,8 +212,8 @@ class TrainConfig:
     """Longest training sequence (prompt + completion) in tokens; longer ones are cut."""
     lr_scheduler: str = "cosine"
     """transformers scheduler name (cosine, linear, constant, constant_with_warmup, ...)."""
-    warmup_ratio: float = 0.03
-    """Fraction of the optimiser steps spent warming the learning rate up."""
+    warmup_steps: float = 0.03
+    """Linear warm-up of the learning rate (transformers' `warmup_steps`): < 1 = that fraction of the optimiser steps (rounded up), >= 1 = that many steps."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -246,7 +247,7 @@ class TrainConfig:
             self.batch_size % self.per_device_batch_size == 0, "batch_size", "must be a multiple of per_device_batch_size"
         )
         _require(self.max_length >= 8, "max_length", "must be >= 8")
-        _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must lie in [0, 1)")
+        _require(self.warmup_steps >= 0.0, "warmup_steps", "must be >= 0 (< 1: a fraction of the steps, >= 1: steps)")
         _require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
         _require(self.save_steps >= 1, "save_steps", "must be >= 1")
         _require(self.save_total_limit >= 1, "save_total_limit", "must be >= 1")

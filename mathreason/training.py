@@ -192,7 +192,7 @@ def training_arguments(
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation(cfg),
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        warmup_steps=cfg.warmup_steps,  # < 1: a ratio of the total steps, >= 1: steps
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         activation_checkpointing=grad_ckpt,  # the new name of gradient_checkpointing

@@ -9,15 +9,15 @@
 # The run folder is about 30 MB; its teaching copy RUN_DIR-teach (mathreason.artefact: pi_sft in bfloat16,
 # the first 200 questions' samples, grades, advantages, pits and pairs, 100 test questions) about 3.5 MB.
 #
-#   bash scripts/arith_artefact.sh [RUN_DIR] [config overrides ...]
+#   bash scripts/arith_artefact.sh [RUN_DIR] [--set section.field=value ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MATHREASON:-.venv/bin/mathreason}"
 RUN="${1:-runs/arith-artefact}"
 shift || true
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$M" pipeline --config arith "run_dir=$RUN" threads=2 data.subset_size=1000 sft.keep_checkpoints=false \
-    pref.train.keep_checkpoints=false "eval.policies=[sft,pref/per_step_dpo]" --methods sft,per_step_dpo "$@" --quiet
+"$M" pipeline --preset arith --set "run_dir=$RUN" --set threads=2 --set data.subset_size=1000 --set sft.keep_checkpoints=false \
+    --set pref.train.keep_checkpoints=false --set "eval.policies=[sft,pref/per_step_dpo]" --methods sft,per_step_dpo "$@" --quiet
 du -sh "$RUN"
 rm -rf "$RUN-teach"
 "${PYTHON:-.venv/bin/python}" -m mathreason.artefact "$RUN" "$RUN-teach" --questions 200 --test-questions 100

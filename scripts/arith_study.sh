@@ -5,11 +5,11 @@
 # each trained policy) at the largest size (mathreason diagnostics). Every stage resumes after a kill.
 #
 #   bash scripts/arith_study.sh                                   # the whole study -> runs/arith
-#   bash scripts/arith_study.sh run_dir=runs/arith-2 "scaling.seeds=[0]"   # any config override
+#   bash scripts/arith_study.sh --set run_dir=runs/arith-2 --set "scaling.seeds=[0]"   # any config override
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MATHREASON:-.venv/bin/mathreason}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$M" scaling --config arith "$@" --quiet
-"$M" scaling-report --config arith "$@"
-"$M" diagnostics --config arith "$@" --quiet
+"$M" scaling --preset arith "$@" --quiet
+"$M" scaling-report --preset arith "$@"
+"$M" diagnostics --preset arith "$@" --quiet

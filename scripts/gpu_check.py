@@ -360,7 +360,7 @@ def cmd_sg_sets(a) -> int:
     from stargraph.config import ReproduceConfig, resolve
 
     cfg = resolve(ReproduceConfig, preset=a.preset, config_file=None, overrides={}, preset_section=None)
-    sft_full, post_full = cfg.train.sft.steps, cfg.posttrain.steps
+    sft_full, post_full = cfg.train.sft.max_steps, cfg.posttrain.max_steps
     sft_cut = max(1, math.ceil(sft_full / a.sft_factor))
     post_cut = max(1, math.ceil(post_full / a.post_factor))
     ckpts = sorted({c for c in cfg.train.sft.checkpoint_at if c < sft_cut} | {sft_cut})
@@ -368,9 +368,9 @@ def cmd_sg_sets(a) -> int:
     seeds = list(cfg.seeds) if a.seeds is None else [int(s) for s in a.seeds.split(",")]
     flow = lambda v: yaml.safe_dump(v, default_flow_style=True, width=1 << 20).strip()  # noqa: E731
     sets = [
-        f"train.sft.steps={sft_cut}",
+        f"train.sft.max_steps={sft_cut}",
         f"train.sft.checkpoint_at={flow(ckpts)}",
-        f"posttrain.steps={post_cut}",
+        f"posttrain.max_steps={post_cut}",
         f"arms={flow(arms)}",
     ]
     if a.seeds is not None:

@@ -16,7 +16,7 @@
 #   sampling_throughput 90  benchmarks/sampling_throughput.py: transformers, then vLLM, on the same prompts
 #                           (a 512-wide 8-layer random Llama, 64 prompts x 8 samples x 128 tokens)
 #   stargraph_throughput 45 benchmarks/stargraph_throughput.py --preset paper (SFT step time, eval rates)
-#   pipeline_tiny 150       mathreason pipeline --config tiny --methods sft,rft,per_step_dpo,dpo,awr with
+#   pipeline_tiny 150       mathreason pipeline --preset tiny --methods sft,rft,per_step_dpo,dpo,awr with
 #                           sample/advantages/eval on vLLM (gpu_memory_utilization 0.3); without vLLM it runs
 #                           on transformers and says so; stages are read from the run folder, so a time-boxed
 #                           run still reports every stage it finished (part 2 comes before rft and eval)
@@ -246,14 +246,14 @@ if [ "$t" -gt 0 ]; then
         note=(--reason "vLLM is not usable here (see facts.python.vllm): ran on the transformers backend instead")
     fi
     methods="sft,rft,per_step_dpo,dpo,awr"
-    ov=(run_dir="$WORK/pipeline_tiny")
+    ov=(--set run_dir="$WORK/pipeline_tiny")
     for s in sample eval advantages; do
-        ov+=("$s.backend.backend=$backend" "$s.backend.gpu_memory_utilization=0.3" "$s.backend.max_model_len=512")
+        ov+=(--set "$s.backend.backend=$backend" --set "$s.backend.gpu_memory_utilization=0.3" --set "$s.backend.max_model_len=512")
     done
-    if [ "$QUICK" = 1 ]; then methods="sft,per_step_dpo"; ov+=(pref.train.epochs=1); fi
+    if [ "$QUICK" = 1 ]; then methods="sft,per_step_dpo"; ov+=(--set pref.train.epochs=1); fi
     run_part pipeline_tiny "$t" --parse pipeline --artifact "$WORK/pipeline_tiny" \
         --extra 'backend_requested="vllm"' --extra "backend_used=\"$backend\"" "${note[@]}" -- \
-        "$PY" -m mathreason.cli pipeline --config tiny --methods "$methods" --quiet "${ov[@]}"
+        "$PY" -m mathreason.cli pipeline --preset tiny --methods "$methods" --quiet "${ov[@]}"
 fi
 
 # ---------------------------------------------------------------- star-graph paper preset, steps cut

@@ -4,14 +4,14 @@ A config is a (possibly nested) dataclass whose fields carry a docstring written
 
     @dataclass
     class SFTConfig:
-        lr: float = 1e-3
+        learning_rate: float = 1e-3
         "Peak learning rate of AdamW."
 
 How a front end uses this module:
 
 1. Read each layer (preset, config file, command line) into a *tree*: nested ``dict``s whose leaves are
-   :class:`Sourced` values, each knowing where it came from (``my.yaml line 3``, ``--sft.lr``,
-   ``override sft.lr=3e-4``). YAML files go through :func:`parse_yaml_sourced` (the front end passes its
+   :class:`Sourced` values, each knowing where it came from (``my.yaml line 3``, ``--sft.learning_rate``,
+   ``--set sft.learning_rate``). YAML files go through :func:`parse_yaml_sourced` (the front end passes its
    ``yaml`` module; this module never imports it), ``a.b=value`` items through :func:`overrides_tree`,
    ``--a.b VALUE`` flags (made by :func:`add_arguments`) through :func:`flags_tree`.
 2. :func:`merge` the layers, later ones winning (preset < config file < overrides).
@@ -21,10 +21,21 @@ How a front end uses this module:
    the whole tree is built. Every error is a :class:`ConfigError` naming the source and the field.
 4. :func:`to_dict` gives the resolved config as plain data for dumping.
 
+Renamed fields: a dataclass decorated with :func:`renamed` (``@renamed(lr="learning_rate")``) rejects its
+old names wherever a value can come from (a file, an override, a ``--sft.lr`` flag) with a
+:class:`ConfigError` that names the origin and the new name. :func:`renamed_path` checks a dotted name
+kept as data (a sweep variant's keys), :func:`upgrade_names` reads a run folder's own record written
+before a rename, and ``to_dict(cfg, old_names=True)`` spells renamed fields the old way (for hashes
+that must not change with a rename).
+
+Both front ends share one command-line grammar (:data:`GRAMMAR`, :func:`add_config_arguments`,
+:func:`command_line_tree`): ``--preset NAME``, ``--config FILE``, per-field flags ``--a.b V``,
+``--set a.b=v`` (repeatable) and ``--print-config``.
+
 Two rules keep a layer from silently resetting a section of an earlier one (a preset's ``sft:``, say):
 an empty mapping in a YAML file (``sft: {}``) is an empty subtree, so it merges as "nothing to change";
 a dataclass-typed section given as null (``sft:`` with nothing under it) is an error, not the defaults.
-Overrides follow the same rules: a mapping value (``--set sft={lr: 1}``) merges into the section like
+Overrides follow the same rules: a mapping value (``--set sft={learning_rate: 1}``) merges into the section like
 the same mapping in a file would (see :func:`as_subtree`), and ``--set sft={}`` changes nothing.
 
 Only the standard library is used here.
@@ -50,13 +61,16 @@ __all__ = [
     "FieldError",
     "Sourced",
     "FLAG_DEST",
+    "GRAMMAR",
     "add_arguments",
+    "add_config_arguments",
     "build",
     "coerce",
     "default_repr",
     "field_docs",
     "field_help",
     "as_subtree",
+    "command_line_tree",
     "first_origin",
     "flags_from_args",
     "flags_tree",
@@ -66,16 +80,21 @@ __all__ = [
     "merge",
     "merge_dotted",
     "merge_override",
+    "old_path",
     "overrides_tree",
     "parse_override",
     "parse_value",
     "parse_yaml_sourced",  # noqa: F822
+    "renamed",
+    "renamed_fields",
+    "renamed_path",
     "require",
     "set_path",
     "sourced_tree_from_nodes",  # noqa: F822
     "strip",
     "to_dict",
     "type_name",
+    "upgrade_names",
     "validate",
     "wrap",
 ]
@@ -109,6 +128,89 @@ class Sourced:
 
     value: Any
     origin: str
+
+
+# ====================================================================== renamed fields
+
+_RENAMED = "__config_renamed__"
+
+
+def renamed(**old_to_new: str) -> Callable[[type], type]:
+    """Class decorator of a config dataclass whose fields were renamed (``@renamed(lr="learning_rate")``).
+
+    An old name, wherever it is written (a YAML file, an override, a ``--sec.old`` flag: :func:`add_arguments`
+    adds hidden ones), is a :class:`ConfigError` that names the origin and the new name (``my.yaml line 3:
+    field 'sft.lr' was renamed to 'sft.learning_rate'``). Put it above ``@dataclass``; a subclass inherits
+    its bases' renames."""
+
+    def deco(cls: type) -> type:
+        setattr(cls, _RENAMED, {**getattr(cls, _RENAMED, {}), **old_to_new})
+        return cls
+
+    return deco
+
+
+def renamed_fields(cls: type) -> dict[str, str]:
+    """``{old name: new name}`` of a config dataclass (see :func:`renamed`); empty when nothing was renamed."""
+    return dict(getattr(cls, _RENAMED, {}))
+
+
+def _section_type(cls: type, name: str) -> type | None:
+    tp = _hints(cls).get(name)
+    return tp if dataclasses.is_dataclass(tp) and isinstance(tp, type) else None
+
+
+def renamed_path(cls: type, dotted: str) -> str | None:
+    """The current spelling of a dotted field name of ``cls`` that uses an old (renamed) name anywhere along
+    the path (``sft.lr`` -> ``sft.learning_rate``); None when no part of it is an old name (an unknown
+    name is left to :func:`build`). For dotted names kept as data, e.g. a sweep variant's keys."""
+    parts = dotted.split(".")
+    out: list[str] = []
+    node: type | None = cls
+    changed = False
+    for i, p in enumerate(parts):
+        if node is None:
+            out.extend(parts[i:])
+            break
+        names = {f.name for f in dataclasses.fields(node)}
+        new = renamed_fields(node).get(p)
+        if p not in names and new is not None:
+            p, changed = new, True
+        out.append(p)
+        node = _section_type(node, p)
+    return ".".join(out) if changed else None
+
+
+def _old_names(cls: type) -> dict[str, str]:
+    return {new: old for old, new in renamed_fields(cls).items()}
+
+
+def old_path(cls: type, dotted: str) -> str:
+    """A dotted field name of ``cls`` with every renamed part spelled the old way (``sft.learning_rate`` ->
+    ``sft.lr``): for a name that must hash as it did before the rename (a sweep variant's folder tag)."""
+    out: list[str] = []
+    node: type | None = cls
+    for p in dotted.split("."):
+        out.append(_old_names(node).get(p, p) if node is not None else p)
+        node = _section_type(node, p) if node is not None else None
+    return ".".join(out)
+
+
+def upgrade_names(cls: type, tree: Any) -> Any:
+    """A tree (or plain data) of ``cls`` with every old (renamed) field name replaced by the new one.
+
+    Only for reading back a run folder's own record (``config.yaml``) written before a rename; a config
+    that a person writes must use the new names (:func:`build` rejects old ones with a hint)."""
+    if not isinstance(tree, Mapping) or not tree:
+        return tree
+    names = {f.name for f in dataclasses.fields(cls)}
+    table = renamed_fields(cls)
+    out: dict = {}
+    for k, v in tree.items():
+        key = table.get(k, k) if k not in names and table.get(k) not in tree else k
+        sub = _section_type(cls, key) if key in names else None
+        out[key] = upgrade_names(sub, v) if sub is not None else v
+    return out
 
 
 # ====================================================================== trees
@@ -254,7 +356,7 @@ def parse_override(
 
 def as_subtree(val: Sourced) -> Any:
     """An override's value as it enters the merge: a mapping becomes a subtree (its leaves keep the
-    override's origin), so ``sft={lr: 1}`` changes ``sft.lr`` and leaves the section's other fields as the
+    override's origin), so ``sft={learning_rate: 1}`` changes ``sft.learning_rate`` and leaves the section's other fields as the
     preset/file set them, exactly as the same mapping written in a YAML file would; ``{}`` changes nothing
     (as in a file). Any other value (a list, a scalar, null) replaces what was there."""
     if isinstance(val.value, Mapping):
@@ -466,6 +568,9 @@ def _build(cls: type, tree: Mapping, prefix: str, origins: dict[str, str]) -> An
         dotted = _join(prefix, str(key))
         if key not in fields:
             origin = first_origin(val) or "config"
+            new_name = renamed_fields(cls).get(str(key))
+            if new_name is not None:
+                raise ConfigError(f"{origin}: field {dotted!r} was renamed to {_join(prefix, new_name)!r}")
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {_join(prefix, close[0])!r}?" if close else f"; known: {', '.join(sorted(fields))}"
             raise ConfigError(f"{origin}: unknown field {dotted!r}{hint}")
@@ -541,14 +646,18 @@ def validate(cfg: Any, origins: Mapping[str, str] | None = None, prefix: str = "
         raise ConfigError(f"{where}: invalid {type(cfg).__name__} (section {prefix or 'top level'}): {e}") from e
 
 
-def to_dict(cfg: Any) -> Any:
-    """Plain nested data of a config (for YAML/JSON and hashing): dataclasses -> dicts, tuples -> lists."""
+def to_dict(cfg: Any, *, old_names: bool = False) -> Any:
+    """Plain nested data of a config (for YAML/JSON and hashing): dataclasses -> dicts, tuples -> lists.
+
+    ``old_names``: renamed fields (see :func:`renamed`) under their old names, for a hash that must stay
+    what it was before the rename (e.g. a stage key that decides whether existing outputs are reused)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        spell = _old_names(type(cfg)) if old_names else {}
+        return {spell.get(f.name, f.name): to_dict(getattr(cfg, f.name), old_names=old_names) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
+        return [to_dict(v, old_names=old_names) for v in cfg]
     if isinstance(cfg, Mapping):
-        return {k: to_dict(v) for k, v in cfg.items()}
+        return {k: to_dict(v, old_names=old_names) for k, v in cfg.items()}
     return cfg
 
 
@@ -631,11 +740,63 @@ def add_arguments(
 
     The raw strings are collected by :func:`flags_from_args` and parsed/type-checked when the config is
     built, so a bad value is reported like any other config error. ``prefix`` puts the fields under a
-    section (``--train.sft.lr`` with ``prefix="train"``)."""
+    section (``--train.sft.learning_rate`` with ``prefix="train"``)."""
     group = parser.add_argument_group(title or f"{cls.__name__} fields")
     for name, tp, f, doc in leaf_fields(cls, prefix):
         group.add_argument(f"--{name}", dest=f"{FLAG_DEST}{name}", metavar="V", default=None, help=help_text(tp, f, doc))
+    for old in _renamed_leaves(cls, prefix):  # hidden: given, they fail at build with the new name
+        group.add_argument(f"--{old}", dest=f"{FLAG_DEST}{old}", metavar="V", default=None, help=argparse.SUPPRESS)
     return group
+
+
+def _renamed_leaves(cls: type, prefix: str = "") -> list[str]:
+    """Dotted old names of the renamed fields of ``cls`` and of its sections."""
+    out = [_join(prefix, old) for old in renamed_fields(cls)]
+    for f in dataclasses.fields(cls):
+        sub = _section_type(cls, f.name) if f.init else None
+        if sub is not None:
+            out.extend(_renamed_leaves(sub, _join(prefix, f.name)))
+    return out
+
+
+# ====================================================================== the command-line grammar of both front ends
+
+GRAMMAR = """\
+config:   [--preset NAME] [--config FILE] [--a.b V ...] [--set a.b=v ...] [--print-config]
+          layers, later ones winning: preset < --config FILE < per-field flags --a.b V < --set a.b=v
+          (repeatable); values are YAML; --print-config prints the resolved config and runs nothing."""
+"""The config grammar both front ends (``stargraph``, ``mathreason``) show in their ``--help``."""
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    presets: Iterable[str],
+    default_preset: str | None = None,
+    preset_note: str = "",
+    print_config: bool = True,
+) -> None:
+    """The shared config options of a command: ``--preset NAME``, ``--config FILE``, ``--set a.b=v``
+    (repeatable) and ``--print-config`` (see :data:`GRAMMAR`); the per-field flags are :func:`add_arguments`'s."""
+    default = f"; default {default_preset}" if default_preset else ""
+    parser.add_argument("--preset", default=default_preset, metavar="NAME", help=f"packaged preset ({', '.join(presets)}){default}{preset_note}")
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML config file applied over the preset")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="a.b=v",
+        help="override any field, e.g. --set sft.learning_rate=3e-4 (repeatable; values are YAML; wins over the flags)",
+    )
+    if print_config:
+        parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit (runs nothing)")
+
+
+def command_line_tree(ns: argparse.Namespace, value_parser: Callable[[str], Any] = parse_value) -> dict:
+    """Tree of the per-field flags (origins ``--a.b``) and the ``--set a.b=v`` items (origins ``--set a.b``)
+    given on the command line; ``--set`` wins, later items win (a mapping value merges, see :func:`as_subtree`)."""
+    tree = flags_tree(flags_from_args(ns), value_parser)
+    for item in getattr(ns, "set", None) or []:
+        key = item.partition("=")[0].strip()
+        tree = merge_override(tree, *parse_override(item, value_parser, label="--set", origin=f"--set {key}"))
+    return tree
 
 
 _YAML_NAMES = frozenset({"load_yaml_file", "parse_yaml_sourced", "sourced_tree_from_nodes"})

@@ -70,7 +70,7 @@ def gradient_alignment(
     """Gradients and their cosines at checkpoint ``init`` (see the module docstring); with
     ``return_grads`` the flat gradient vectors too (under ``"grads"``)."""
     cfg = PostTrainConfig(
-        init=str(init), objective="per_step_dpo", beta=beta, construction=construction, seed=seed, steps=0,
+        init=str(init), objective="per_step_dpo", beta=beta, construction=construction, seed=seed, max_steps=0,
         pool=PoolConfig(policy="resampled", graphs=graphs, samples_per_graph=samples_per_graph),
         runtime=RuntimeConfig(device="cpu", threads=0, eval_batch_size=4096, amp="off"),
     )

@@ -13,7 +13,8 @@ Subcommands (each reads and writes a run folder):
 - ``stargraph analysis [RUN_DIR] --set checkpoints=[...]``: gradient alignment of per-step DPO with SFT
   variants at SFT checkpoints (``alignment.json``).
 
-Config resolution: preset < ``--config FILE`` < per-field flags and ``--set key=value``.
+Config resolution: preset < ``--config FILE`` < per-field flags < ``--set key=value`` (the grammar below
+is mathreason's too).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from shared.configlib import GRAMMAR, add_config_arguments
+
 from . import configlib
-from .config import AnalysisConfig, PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
+from .config import PRESET_DIR, AnalysisConfig, PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
 from .configlib import ConfigError
 
 COMMANDS = {
@@ -40,19 +43,16 @@ def _doc(cls: type) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stargraph", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="stargraph", description=__doc__, epilog=GRAMMAR, formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,posttrain,reproduce,sweep,analysis,figures,rescore}")
     for name, (cls, section, default_preset) in COMMANDS.items():
-        sp = sub.add_parser(name, help=_doc(cls), description=_doc(cls))
+        sp = sub.add_parser(name, help=_doc(cls), description=_doc(cls), epilog=GRAMMAR, formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("run_dir", nargs="?", default=None, help=f"run folder (default runs/{name}_<preset>)")
-        sp.add_argument(
-            "--preset", default=default_preset,
-            help=f"preset YAML in stargraph/presets (quick, paper, sweep, tiny){f'; default {default_preset}' if default_preset else ''}"
-            + (f"; its '{section}:' section is used" if section else ""),
+        add_config_arguments(
+            sp, presets=presets, default_preset=default_preset,
+            preset_note=f"; its '{section}:' section is used" if section else "",
         )
-        sp.add_argument("--config", default=None, help="YAML config file applied over the preset")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. --set sft.lr=3e-4 (repeatable)")
-        sp.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         if name == "sweep":
             sp.add_argument("--dry-run", action="store_true", help="print the SFT runs and grid points (with their settings) and exit")
         configlib.add_dataclass_args(sp, cls)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shared.configlib import inherit
+from shared.configlib import FieldError, inherit, renamed, renamed_path, upgrade_names
 
 from . import configlib
 from .configlib import ConfigError
@@ -95,16 +95,21 @@ class ModelConfig:
     "Dropout probability (0 in Next-Token-Failures)."
 
 
+_RENAMED_OPTIM = {"lr": "learning_rate", "steps": "max_steps", "grad_clip": "max_grad_norm"}
+"""Optimisation fields renamed to the transformers/TRL names that mathreason uses (issue 13 item 4)."""
+
+
+@renamed(**_RENAMED_OPTIM)
 @dataclass
 class SFTConfig:
-    steps: int = 2000
+    max_steps: int = 2000
     "Optimizer steps of next-token-prediction training."
     batch_size: int = 128
     "Graphs per step (drawn without replacement within an epoch)."
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     "Peak AdamW learning rate."
-    warmup_steps: int = 100
-    "Linear warm-up steps (Next-Token-Failures: 100)."
+    warmup_steps: float = 100
+    "Linear warm-up: >= 1 = that many steps, < 1 = that fraction of max_steps (rounded up), as transformers' warmup_steps (Next-Token-Failures: 100)."
     schedule: Literal["constant", "cosine"] = "constant"
     "After warm-up: constant, or cosine decay to min_lr at the last step."
     min_lr: float = 1e-5
@@ -115,7 +120,7 @@ class SFTConfig:
     "AdamW beta1."
     beta2: float = 0.999
     "AdamW beta2."
-    grad_clip: float = 0.0
+    max_grad_norm: float = 0.0
     "Gradient-norm clip (0 = off)."
     eval_every: int = 100
     "Steps between evaluations (also at step 0 and at the end)."
@@ -127,11 +132,11 @@ class SFTConfig:
     "Steps between resumable snapshots (model, optimizer, RNG); 0 = never. A killed run resumes from the last one."
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every_epochs < 0:
-            raise ValueError("sft.steps, sft.checkpoint_every_epochs must be >= 0, sft.batch_size and sft.eval_every >= 1")
-        bad = [s for s in self.checkpoint_at if not 0 <= s <= self.steps]
+        if self.max_steps < 0 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every_epochs < 0 or self.warmup_steps < 0:
+            raise ValueError("sft.max_steps, sft.warmup_steps, sft.checkpoint_every_epochs must be >= 0, sft.batch_size and sft.eval_every >= 1")
+        bad = [s for s in self.checkpoint_at if not 0 <= s <= self.max_steps]
         if bad:
-            raise ValueError(f"sft.checkpoint_at has steps outside [0, sft.steps={self.steps}]: {bad}")
+            raise ValueError(f"sft.checkpoint_at has steps outside [0, sft.max_steps={self.max_steps}]: {bad}")
 
 
 @dataclass
@@ -208,6 +213,7 @@ class PostDataConfig:
     "Test graphs per mixed path length (metrics test_l<l>/ only); null = as the SFT run's data.mix_n_test."
 
 
+@renamed(**_RENAMED_OPTIM)
 @dataclass
 class PostTrainConfig:
     """``stargraph posttrain``: continue from an SFT checkpoint with one objective."""
@@ -216,17 +222,17 @@ class PostTrainConfig:
     "SFT checkpoint (.pt) to start from; it is also the frozen reference of the preference losses."
     objective: Objective = "per_step_dpo"
     "sft (continued SFT, control), sft_critical (SFT on the critical token only), rft, dpo (whole paths), per_step_dpo, per_step_dpo_sft (plus sft_weight * SFT on positives), per_step_dpop (DPO-Positive), per_step_ipo, awr (advantage-weighted regression)."
-    steps: int = 500
+    max_steps: int = 500
     "Optimizer steps."
     batch_size: int = 64
     "Pairs per step (sequences for sft, sft_critical, rft, awr)."
-    lr: float = 3e-4
+    learning_rate: float = 3e-4
     "AdamW learning rate."
-    warmup_steps: int = 0
-    "Linear warm-up steps."
+    warmup_steps: float = 0
+    "Linear warm-up: >= 1 = that many steps, < 1 = that fraction of max_steps (rounded up), as transformers' warmup_steps."
     weight_decay: float = 0.0
     "AdamW weight decay on matrices."
-    grad_clip: float = 0.0
+    max_grad_norm: float = 0.0
     "Gradient-norm clip (0 = off)."
     beta: float = 0.1
     "KL coefficient of the preference losses; temperature of AWR's exp(A / beta)."
@@ -261,8 +267,8 @@ class PostTrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("steps must be >= 0; batch_size, eval_every >= 1")
+        if self.max_steps < 0 or self.warmup_steps < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("max_steps, warmup_steps must be >= 0; batch_size, eval_every >= 1")
         if not self.beta > 0:
             raise ValueError("beta must be > 0")
         if self.mc_rollouts < 1 or self.bok_k < 0:
@@ -305,13 +311,15 @@ class ReproduceConfig:
     def __post_init__(self) -> None:
         self.train.runtime = self.runtime
         self.posttrain.runtime = self.runtime
+        for a in self.arms:
+            check_renamed_keys(PostTrainConfig, a.set, "arms", f"arm {a.name!r}: set")
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names) or any(not n for n in names):
             raise ValueError(f"arm names must be unique and non-empty: {names}")
         for ref in [self.panel_a, *self.panel_b, *self.panel_c]:
             if ref and ref not in names:
                 raise ValueError(f"panel arm {ref!r} is not among arms {names}")
-        ckpts = set(self.train.sft.checkpoint_at) | {self.train.sft.steps}
+        ckpts = set(self.train.sft.checkpoint_at) | {self.train.sft.max_steps}
         for a in self.arms:
             if a.init_step not in ckpts:
                 raise ValueError(
@@ -390,6 +398,16 @@ class SweepConfig:
             for k in over:
                 if not (k.startswith("train.") or k.startswith("posttrain.")):
                     raise ValueError(f"variant {name!r}: key {k!r} must start with train. or posttrain.")
+            check_renamed_keys(SweepConfig, over, "variants", f"variant {name!r}:")
+
+
+def check_renamed_keys(cls: type, keys, field_name: str, what: str) -> None:
+    """A dotted key (of a sweep variant, of an arm's ``set``) that uses a renamed field of ``cls`` is an
+    error naming the new spelling, as the same name in a config file would be."""
+    for k in keys:
+        new = renamed_path(cls, str(k))
+        if new is not None:
+            raise FieldError(field_name, f"{what} key {k!r} was renamed to {new!r}")
 
 
 def parse_graph(text: str) -> tuple[int, int, int]:
@@ -421,6 +439,30 @@ def section(tree: dict, key: str | None) -> dict:
         return tree
     sub = tree.get(key, {})
     return sub if isinstance(sub, dict) else {}
+
+
+def load_run_config(cls: type, path: str | Path):
+    """The config a run folder recorded in its ``config.yaml``, built as ``cls``.
+
+    A record written before the optimisation fields were renamed (``lr``, ``steps``, ``grad_clip``; also in
+    an arm's ``set`` and a sweep variant's keys) reads as the new names: this is for a run folder's own
+    record only; a config a person writes must use the new names."""
+    tree = upgrade_names(cls, configlib.load_yaml(path))
+
+    def keys(over, base: type, prefix: str = ""):
+        if not isinstance(over, dict):
+            return over
+        return {(renamed_path(base, prefix + k) or prefix + k)[len(prefix):]: v for k, v in over.items()}
+
+    arms = tree.get("arms")
+    if isinstance(arms, configlib.Sourced) and isinstance(arms.value, list):
+        tree["arms"] = configlib.Sourced(
+            [{**a, "set": keys(a["set"], PostTrainConfig)} if isinstance(a, dict) and "set" in a else a for a in arms.value], arms.origin
+        )
+    variants = tree.get("variants")
+    if isinstance(variants, dict):  # a mapping in the file: a tree of variant names
+        tree["variants"] = {name: keys(over, SweepConfig) for name, over in variants.items()}
+    return configlib.build(cls, tree)
 
 
 def resolve(cls: type, *, preset: str | None, config_file: str | None, overrides: dict, preset_section: str | None = None):

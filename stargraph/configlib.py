@@ -5,7 +5,7 @@ overrides.
 The machinery (sourced trees, merging, type checking, :func:`build`, ``--help`` from the docstrings)
 is :mod:`shared.configlib`, re-exported here; so are its rules that ``{}`` in a YAML file changes nothing
 and that a section given as null is an error. This module adds what is stargraph's own: PyYAML (values
-of files, flags and ``--set`` are parsed as YAML), the ``--set`` origins (``--set sft.lr``), the
+of files, flags and ``--set`` are parsed as YAML), the ``--set`` origins (``--set sft.learning_rate``), the
 ``--help`` style (``a|b`` literals, ``default None``) and :func:`dump_yaml` for ``config.yaml``.
 Errors are :class:`ConfigError`\\s naming the source (file and line, or the flag) and the field.
 """
@@ -62,9 +62,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, title: str | 
 
 
 def overrides_from_args(ns: argparse.Namespace) -> dict:
-    """Raw tree of the ``--a.b`` flags and ``--set`` items that were given (``--set`` wins)."""
-    flags = _core.flags_tree(_core.flags_from_args(ns), yaml.safe_load)
-    return merge(flags, sets_tree(getattr(ns, "set", None) or []))
+    """Raw tree of the ``--a.b`` flags and ``--set`` items that were given (``--set`` wins), as mathreason
+    reads them (:func:`shared.configlib.command_line_tree`)."""
+    return _core.command_line_tree(ns, yaml.safe_load)
 
 
 def sets_tree(items: list[str]) -> dict:

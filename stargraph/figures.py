@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import configlib, runio
-from .config import ReproduceConfig
+from . import runio
+from .config import ReproduceConfig, load_run_config
 
 
 def _plt():
@@ -59,7 +59,7 @@ def _plot(ax, c, label, **kw):
 def load_reproduce(run_dir: Path) -> tuple[ReproduceConfig, dict[int, list[dict]], dict[str, dict[int, list[dict]]]]:
     from .reproduce import arm_dir, sft_dir
 
-    cfg = configlib.build(ReproduceConfig, configlib.load_yaml(run_dir / "config.yaml"))
+    cfg = load_run_config(ReproduceConfig, run_dir / "config.yaml")  # also a record with the old field names
     sft = {s: runio.read_jsonl(sft_dir(run_dir, s) / "metrics.jsonl") for s in cfg.seeds}
     arms = {a.name: {s: runio.read_jsonl(arm_dir(run_dir, s, a.name) / "metrics.jsonl") for s in cfg.seeds} for a in cfg.arms}
     return cfg, sft, arms

@@ -124,7 +124,7 @@ class PostTrainer:
         self.gen_batch = torch.Generator().manual_seed(cfg.seed * 104729 + 5)
         self.rng = np.random.default_rng([cfg.seed, 11])
         self.rng_goals = np.random.default_rng([cfg.seed, 13])  # random_node goals of fresh pools
-        self.opt = runio.make_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = runio.make_optimizer(self.model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.round = 0
 
     # ------------------------------------------------------------ pools
@@ -416,7 +416,7 @@ class PostTrainer:
 
         rec = do_eval(0)
         self.model.train()
-        for step in range(cfg.steps):
+        for step in range(cfg.max_steps):
             pc = cfg.pool
             rebuild = step == 0 or (pc.policy != "fixed" and pc.resample_every > 0 and step % pc.resample_every == 0)
             if needs_pool and rebuild:
@@ -427,25 +427,25 @@ class PostTrainer:
                 sampler = CyclicSampler(batches.n, cfg.batch_size, self.gen_batch) if batches.n else None
                 pool_time += time.perf_counter() - tp
                 self.model.train()
-            runio.set_lr(self.opt, runio.lr_at(step, lr=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps))
+            runio.set_lr(self.opt, runio.lr_at(step, lr=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.max_steps))
             if needs_pool and sampler is None:
                 skipped += 1
             else:
                 idx = sft_sampler.next() if sft_sampler is not None else sampler.next()
                 loss, diag = self.step_loss(batches, idx)
                 loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 for k, v in diag.items():
                     acc.setdefault(k, []).append(v.float())
             done = step + 1
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if done % cfg.eval_every == 0 or done == cfg.max_steps:
                 rec = do_eval(done)
                 self.model.train()
         if cfg.save_final:
-            runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
+            runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.max_steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
         return rec
 
 

@@ -91,8 +91,16 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, be
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **kw)
 
 
-def lr_at(step: int, *, lr: float, warmup: int, total: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps (step 0 gets lr/warmup), then constant or cosine to ``min_lr``."""
+def warmup_count(warmup: float, total: int) -> int:
+    """Warm-up steps of a ``warmup_steps`` value, as transformers reads it: ``>= 1`` = that many steps,
+    ``< 1`` = that fraction of the ``total`` steps, rounded up."""
+    return int(warmup) if warmup >= 1 else math.ceil(total * warmup)
+
+
+def lr_at(step: int, *, lr: float, warmup: float, total: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps (step 0 gets lr/warmup; a ``warmup`` < 1 is a fraction of ``total``,
+    see :func:`warmup_count`), then constant or cosine to ``min_lr``."""
+    warmup = warmup_count(warmup, total)
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup
     if schedule == "constant":

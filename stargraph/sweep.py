@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from shared.configlib import old_path
+
 from . import configlib, runio
 from .config import PostTrainConfig, SweepConfig, TrainConfig, parse_graph
 from .parallel import Runner, Task, cpu_count
@@ -48,8 +50,11 @@ def _split_variant(over: dict) -> tuple[dict, dict]:
 
 
 def _tag(over: dict) -> str:
+    """Folder tag of a variant's ``train.`` overrides; renamed fields hash under their old names, so the SFT
+    folders of a sweep written before the rename (``sft.lr``, now ``sft.learning_rate``) keep their names."""
     if not over:
         return "base"
+    over = {old_path(TrainConfig, k): v for k, v in over.items()}
     return "t" + hashlib.sha256(json.dumps(over, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -76,12 +81,12 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
         d, l, n = parse_graph(graph)
         t_over, p_over = _split_variant(vover)
         tcfg = _apply(TrainConfig, cfg.train, t_over, f"sweep variant {vname!r}")
-        steps = max(tcfg.sft.steps, max_init)
+        steps = max(tcfg.sft.max_steps, max_init)
         tcfg = replace(
             tcfg,
             seed=seed,
             data=replace(tcfg.data, degree=d, path_len=l, num_nodes=n, n_train=n_train),
-            sft=replace(tcfg.sft, steps=steps, checkpoint_at=sorted(set(tcfg.sft.checkpoint_at) | set(cfg.init_steps))),
+            sft=replace(tcfg.sft, max_steps=steps, checkpoint_at=sorted(set(tcfg.sft.checkpoint_at) | set(cfg.init_steps))),
             runtime=cfg.runtime,
         )
         gname = f"g{d}-{l}-{n}_n{n_train}"
@@ -113,11 +118,11 @@ def describe(cfg: SweepConfig, sweep_dir: Path) -> str:
     lines = [f"{len(sft_tasks)} SFT runs, {len(points)} grid points, {default_workers(cfg)} worker(s)"]
     for t in sft_tasks:
         c = t.cfg
-        lines.append(f"  sft {t.label}: steps {c.sft.steps}, lr {c.sft.lr}, goals {c.data.goals}, mix {c.data.mix_path_lens}, online {c.data.online}, checkpoints {sorted(set(c.sft.checkpoint_at))}")
+        lines.append(f"  sft {t.label}: max_steps {c.sft.max_steps}, learning_rate {c.sft.learning_rate}, goals {c.data.goals}, mix {c.data.mix_path_lens}, online {c.data.online}, checkpoints {sorted(set(c.sft.checkpoint_at))}")
     for t, info in points:
         c = t.cfg
         lines.append(
-            f"  point {t.label}: {c.objective} from {Path(c.init).parent.name}/{Path(c.init).name}, steps {c.steps}, lr {c.lr}, "
+            f"  point {t.label}: {c.objective} from {Path(c.init).parent.name}/{Path(c.init).name}, max_steps {c.max_steps}, learning_rate {c.learning_rate}, "
             f"beta {c.beta}, batch {c.batch_size}, pool {c.pool.policy} x{c.pool.graphs} (arm_negatives {c.pool.arm_negatives}), "
             f"queries {c.data.goals} mix {c.data.mix_path_lens}"
         )

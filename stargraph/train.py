@@ -160,7 +160,7 @@ def epoch_checkpoints(s: SFTConfig, n_train_rows: int) -> set[int]:
     if s.checkpoint_every_epochs <= 0:
         return set()
     every = max(1, n_train_rows // s.batch_size) * s.checkpoint_every_epochs
-    return set(range(every, s.steps + 1, every))
+    return set(range(every, s.max_steps + 1, every))
 
 
 def sft_step_loss(model, tokens_BT: torch.Tensor, P: int, device: torch.device, amp: bool | str, mask_BL: torch.Tensor | None = None):
@@ -189,12 +189,12 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     P, T = data.train.P, data.train.T
     model = build_model(cfg, data.spec, T, device)
     s = cfg.sft
-    opt = runio.make_optimizer(model, lr=s.lr, weight_decay=s.weight_decay, betas=(s.beta1, s.beta2))
+    opt = runio.make_optimizer(model, lr=s.learning_rate, weight_decay=s.weight_decay, betas=(s.beta1, s.beta2))
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + 1)
     sampler = EpochSampler(len(data.train), s.batch_size, gen, device)
     fwd = torch.compile(model) if rt.compile else model
     sd = spec_dict(data.spec, data.seed, cfg.data.n_train, cfg.data.n_test, cfg.data.n_eval_train, cfg.data)
-    ckpt_steps = set(s.checkpoint_at) | {s.steps} | epoch_checkpoints(s, len(data.train))
+    ckpt_steps = set(s.checkpoint_at) | {s.max_steps} | epoch_checkpoints(s, len(data.train))
     train_mask = data.train.target_mask_NL if data.train.target_len_N is not None else None
 
     start, wall_before, cpu_before = 0, 0.0, 0.0
@@ -218,7 +218,7 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
 
     def do_eval(step: int) -> dict:
         nonlocal loss_sum, n_loss
-        rec = {"step": step, "samples": step * s.batch_size, "epoch": None if cfg.data.online else step * s.batch_size / len(data.train), "lr": runio.lr_at(max(step - 1, 0), lr=s.lr, warmup=s.warmup_steps, total=s.steps, schedule=s.schedule, min_lr=s.min_lr)}
+        rec = {"step": step, "samples": step * s.batch_size, "epoch": None if cfg.data.online else step * s.batch_size / len(data.train), "lr": runio.lr_at(max(step - 1, 0), lr=s.learning_rate, warmup=s.warmup_steps, total=s.max_steps, schedule=s.schedule, min_lr=s.min_lr)}
         rec["train_loss"] = float(loss_sum / n_loss) if n_loss else float("nan")
         rec.update(evaluate(model, sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
         rec["time_s"] = time.perf_counter() - t0
@@ -242,8 +242,8 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
         if 0 in ckpt_steps:
             save(0)
     model.train()
-    for step in range(start, s.steps):
-        runio.set_lr(opt, runio.lr_at(step, lr=s.lr, warmup=s.warmup_steps, total=s.steps, schedule=s.schedule, min_lr=s.min_lr))
+    for step in range(start, s.max_steps):
+        runio.set_lr(opt, runio.lr_at(step, lr=s.learning_rate, warmup=s.warmup_steps, total=s.max_steps, schedule=s.schedule, min_lr=s.min_lr))
         if cfg.data.online:
             ob = online_batch(data, cfg, step)
             batch, mask = ob.tokens_NT, (ob.target_mask_NL if ob.target_len_N is not None else None)
@@ -252,29 +252,29 @@ def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
             batch, mask = data.train.tokens_NT[idx], (None if train_mask is None else train_mask[idx])
         loss = sft_step_loss(fwd, batch, P, device, rt.amp, mask)
         loss.backward()
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        if s.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         n_loss += 1
         done = step + 1
-        if done % s.eval_every == 0 or done == s.steps:
+        if done % s.eval_every == 0 or done == s.max_steps:
             rec = do_eval(done)
             model.train()
         if done in ckpt_steps:
             save(done)
-        if s.resume_every and done % s.resume_every == 0 and done < s.steps:
+        if s.resume_every and done % s.resume_every == 0 and done < s.max_steps:
             if done % s.eval_every:  # keep metrics and snapshot consistent: snapshot only after an eval
                 continue
             runio.atomic_torch_save(
                 {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(), "step": done, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0},
                 resume_path,
             )
-    if start == s.steps and not rec:
+    if start == s.max_steps and not rec:
         recs = metrics.read()
         rec = recs[-1] if recs else {}
     if resume_path.exists():
         resume_path.unlink()
-    runio.mark_done(run_dir, {"step": s.steps, "time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
+    runio.mark_done(run_dir, {"step": s.max_steps, "time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
     return rec

@@ -94,7 +94,7 @@ def test_a_part_over_its_time_box_is_recorded_as_timeout_and_the_check_goes_on(t
     assert part["status"] == "timeout", part
     assert part["rc"] in (124, 137) and 4.5 <= part["wall_s"] < 30 and part["timeout_s"] == 5
     assert part["tail"] is not None and "reproduce" in part["command"]
-    assert part["numbers"]["completed"] is False and "train.sft.steps=" in " ".join(part["numbers"]["overrides"])
+    assert part["numbers"]["completed"] is False and "train.sft.max_steps=" in " ".join(part["numbers"]["overrides"])
     assert rep["parts"]["facts"]["status"] == "ok"  # always recorded: the CUDA gate reads it
     for name in ("pytest_gpu", "sampling_throughput", "pipeline_tiny", "stargraph_throughput"):
         assert rep["parts"][name]["status"] == "skipped" and "not selected" in rep["parts"][name]["reason"]

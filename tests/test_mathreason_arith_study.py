@@ -19,6 +19,11 @@ from mathreason.runs import read_jsonl
 from mathreason.scaling import points
 
 
+def _sets(items: list[str]) -> list[str]:
+    """``a.b=v`` overrides as command-line options: ``--set a.b=v`` each."""
+    return [x for item in items for x in ("--set", item)]
+
+
 @pytest.mark.slow
 def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     torch.set_num_threads(1)
@@ -33,9 +38,9 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     ]
     methods = load_config("arith").scaling.methods
     t0 = time.time()
-    assert main(["scaling", "--config", "arith", *over, "--quiet"]) == 0
-    assert main(["scaling-report", "--config", "arith", *over]) == 0
-    assert main(["diagnostics", "--config", "arith", *over, "--questions", "8", "--samples", "1", "--rollouts", "2", "--k-sweep", "2,4", "--quiet"]) == 0
+    assert main(["scaling", "--preset", "arith", *_sets(over), "--quiet"]) == 0
+    assert main(["scaling-report", "--preset", "arith", *_sets(over)]) == 0
+    assert main(["diagnostics", "--preset", "arith", *_sets(over), "--questions", "8", "--samples", "1", "--rollouts", "2", "--k-sweep", "2,4", "--quiet"]) == 0
     print(f"reduced arith study: {time.time() - t0:.0f} s")
     capsys.readouterr()
     rep = json.loads((root / "report" / "report.json").read_text())

@@ -28,6 +28,11 @@ from mathreason.runs import read_jsonl
 ALL = list(METHODS)
 
 
+def _sets(items: list[str]) -> list[str]:
+    """``a.b=v`` overrides as command-line options: ``--set a.b=v`` each."""
+    return [x for item in items for x in ("--set", item)]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     old = torch.get_num_threads()
@@ -224,9 +229,9 @@ def test_advantages_resume_after_sigkill_with_rows_equal_to_an_uninterrupted_run
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     shutil.copytree(base, whole)
     shutil.copytree(base, killed)
-    assert main(["advantages", "--config", "tiny", f"run_dir={whole}", *over, "--quiet"]) == 0
+    assert main(["advantages", "--preset", "tiny", "--set", f"run_dir={whole}", *_sets(over), "--quiet"]) == 0
     rounds = killed / "advantages" / "rounds" / "round-000"
-    cmd = _cli() + ["advantages", "--config", "tiny", f"run_dir={killed}", *over, "--quiet"]
+    cmd = _cli() + ["advantages", "--preset", "tiny", "--set", f"run_dir={killed}", *_sets(over), "--quiet"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     deadline = time.time() + 240
     try:
@@ -247,7 +252,7 @@ def test_advantages_resume_after_sigkill_with_rows_equal_to_an_uninterrupted_run
     assert 1 <= len(done) < total
     assert not (killed / "advantages" / "advantages.jsonl").exists()
     before = {n: (rounds / n).read_bytes() for n in done}
-    assert main(["advantages", "--config", "tiny", f"run_dir={killed}", *over, "--quiet"]) == 0
+    assert main(["advantages", "--preset", "tiny", "--set", f"run_dir={killed}", *_sets(over), "--quiet"]) == 0
     # Finished shards were kept as they were, the rest computed; the rows equal the uninterrupted run's.
     assert all((rounds / n).read_bytes() == b for n, b in before.items())
     assert read_jsonl(killed / "advantages" / "advantages.jsonl") == read_jsonl(whole / "advantages" / "advantages.jsonl")
@@ -261,7 +266,7 @@ def test_advantages_resume_after_sigkill_with_rows_equal_to_an_uninterrupted_run
 @pytest.mark.slow
 def test_scaling_and_its_report_on_three_tiny_sizes(tmp_path, capsys):
     root = tmp_path / "study"
-    args = ["--config", "tiny", f"run_dir={root}", "scaling.sizes=[6,10,16]", "scaling.methods=[sft,rft,per_step_dpo]", "--quiet"]
+    args = ["--preset", "tiny", "--set", f"run_dir={root}", "--set", "scaling.sizes=[6,10,16]", "--set", "scaling.methods=[sft,rft,per_step_dpo]", "--quiet"]
     assert main(["scaling", *args]) == 0
     points = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{\"seed\"")]
     assert [(p["seed"], p["size"]) for p in points] == [(0, 6), (0, 10), (0, 16)]
@@ -343,8 +348,8 @@ def test_per_step_dpo_under_a_two_process_launch_matches_the_reference_of_one_pr
     shutil.rmtree(copy / "ref_logps")
     launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
     cmd = _cli() + [
-        "pipeline", "--config", "tiny", f"run_dir={copy}", "pipeline.stages=[pref]", f"pipeline.launcher={launcher}",
-        "pref.beta=0.2", "pref.train.per_device_batch_size=4", "pref.ref_batch_size=3", "--quiet",
+        "pipeline", "--preset", "tiny", "--set", f"run_dir={copy}", "--set", "pipeline.stages=[pref]", "--set", f"pipeline.launcher={launcher}",
+        "--set", "pref.beta=0.2", "--set", "pref.train.per_device_batch_size=4", "--set", "pref.ref_batch_size=3", "--quiet",
     ]
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

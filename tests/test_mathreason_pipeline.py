@@ -27,6 +27,11 @@ from mathreason.stages import STAGES, Context, run_stage
 SAMPLE_KEYS = ["problem_id", "sample_index", "prompt_id", "text", "token_ids", "finish_reason", "stop_reason", "seed"]
 
 
+def _sets(items: list[str]) -> list[str]:
+    """``a.b=v`` overrides as command-line options: ``--set a.b=v`` each."""
+    return [x for item in items for x in ("--set", item)]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     old = torch.get_num_threads()
@@ -128,7 +133,7 @@ def test_tiny_chain_end_to_end_then_skip_and_partial_rerun(tmp_path):
 def test_sampling_resumes_after_sigkill_with_rows_equal_to_an_uninterrupted_run(tmp_path):
     overrides = ["sample.policy=base", "sample.chunk_size=1", "sample.max_tokens=48", "data.tiny_train_size=12"]
     killed = tmp_path / "killed"
-    cmd = _cli() + ["sample", "--config", "tiny", f"run_dir={killed}", *overrides, "--quiet"]
+    cmd = _cli() + ["sample", "--preset", "tiny", "--set", f"run_dir={killed}", *_sets(overrides), "--quiet"]
     shards = killed / "sample" / "shards"
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     deadline = time.time() + 240
@@ -211,25 +216,25 @@ def test_malformed_config_fails_before_any_work(tmp_path, capsys):
 def test_malformed_data_fails_before_any_work(tmp_path, capsys):
     run = tmp_path / "run"
     dsyn = _tiny_dsyn(tmp_path / "dsyn.jsonl", 6, bad_line=4)
-    assert main(["pipeline", "--config", "tiny", f"run_dir={run}", f"data.dsyn={dsyn}", "--quiet"]) == 2
+    assert main(["pipeline", "--preset", "tiny", "--set", f"run_dir={run}", "--set", f"data.dsyn={dsyn}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{dsyn}:4: field 'question': missing" in err
     assert not any((run / s).exists() for s in STAGES) and not (run / "metrics.jsonl").exists()
 
 
 def test_missing_upstream_output_is_a_clear_error(tmp_path, capsys):
-    assert main(["grade", "--config", "tiny", f"run_dir={tmp_path / 'run'}", "--quiet"]) == 2
+    assert main(["grade", "--preset", "tiny", "--set", f"run_dir={tmp_path / 'run'}", "--quiet"]) == 2
     assert "run `mathreason sample` first" in capsys.readouterr().err
-    assert main(["eval", "--config", "tiny", f"run_dir={tmp_path / 'run'}", "--quiet"]) == 2
+    assert main(["eval", "--preset", "tiny", "--set", f"run_dir={tmp_path / 'run'}", "--quiet"]) == 2
     assert "run `mathreason sft` first" in capsys.readouterr().err
 
 
 def test_status_and_show_config(tmp_path, capsys):
-    assert main(["status", "--config", "tiny", f"run_dir={tmp_path / 'run'}"]) == 0
+    assert main(["status", "--preset", "tiny", "--set", f"run_dir={tmp_path / 'run'}"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     expected = [("pref/per_step_dpo" if s == "pref" else s) for s in STAGES]  # one record per preference run
     assert [x["stage"] for x in lines] == expected and all(x["status"] == "not run" for x in lines)
-    args = ["--config", "tiny", "--sample.n", "3", f"run_dir={tmp_path / 'p'}"]
+    args = ["--preset", "tiny", "--sample.n", "3", "--set", f"run_dir={tmp_path / 'p'}"]
     assert main(["show-config", *args]) == 0
     shown = capsys.readouterr().out
     assert "n: 3" in shown
@@ -261,8 +266,8 @@ def test_pipeline_launches_training_distributed(tmp_path):
     run = tmp_path / "run"
     launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
     cmd = _cli() + [
-        "pipeline", "--config", "tiny", f"run_dir={run}", "pipeline.stages=[sft]", f"pipeline.launcher={launcher}",
-        "sft.per_device_batch_size=4", "sft.epochs=4", "--quiet",
+        "pipeline", "--preset", "tiny", "--set", f"run_dir={run}", "--set", "pipeline.stages=[sft]", "--set", f"pipeline.launcher={launcher}",
+        "--set", "sft.per_device_batch_size=4", "--set", "sft.epochs=4", "--quiet",
     ]
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -304,9 +309,9 @@ def test_real_benchmarks_and_dsyn(tmp_path, data_dir, monkeypatch):
 def test_unavailable_models_fail_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
-    assert main(["sft", "--config", "tiny", f"run_dir={run}", f"model.name_or_path={tmp_path / 'missing'}"]) == 2
+    assert main(["sft", "--preset", "tiny", "--set", f"run_dir={run}", "--set", f"model.name_or_path={tmp_path / 'missing'}"]) == 2
     assert "field model.name_or_path: model" in capsys.readouterr().err and not (run / "sft").exists()
-    assert main(["sft", "--config", "tiny", f"run_dir={run}", "model.name_or_path=no-such-org/no-such-model"]) == 2
+    assert main(["sft", "--preset", "tiny", "--set", f"run_dir={run}", "--set", "model.name_or_path=no-such-org/no-such-model"]) == 2
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
-    assert main(["sample", "--config", "tiny", f"run_dir={run}", f"sample.policy={tmp_path / 'nope'}"]) == 2
+    assert main(["sample", "--preset", "tiny", "--set", f"run_dir={run}", "--set", f"sample.policy={tmp_path / 'nope'}"]) == 2
     assert "policy" in capsys.readouterr().err and not (run / "sample").exists()

@@ -58,7 +58,7 @@ class _Crash(TrainerCallback):
 def _cfg(**kw) -> TrainConfig:
     base = dict(
         learning_rate=3e-3, epochs=1, max_steps=6, batch_size=2, per_device_batch_size=2, max_length=256,
-        lr_scheduler="linear", warmup_ratio=0.0, logging_steps=1, save_steps=2, save_total_limit=3,
+        lr_scheduler="linear", warmup_steps=0.0, logging_steps=1, save_steps=2, save_total_limit=3,
         bf16=False, gradient_checkpointing=False,
     )
     base.update(kw)

@@ -492,3 +492,75 @@ def test_a_mapping_override_merges_like_the_same_mapping_in_a_file():
     assert study.run.seed == 4 and study.run.optim.lr == 0.1 and study.run.optim.schedule == "cosine"
     with pytest.raises(ConfigError, match=r"^override optim=\{lrr: 1\}: unknown field 'optim.lrr'; did you mean 'optim.lr'"):
         configlib.build(Run, configlib.merge(preset, configlib.overrides_tree(["optim={lrr: 1}"], yaml.safe_load)))
+
+
+# ---------------------------------------------------------------- renamed fields
+
+
+@configlib.renamed(lr="learning_rate", steps="max_steps")
+@dataclass
+class NewOptim:
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    max_steps: int = 10
+    """Optimiser steps."""
+
+
+@dataclass
+class NewRun:
+    seed: int = 0
+    """Seed."""
+    optim: NewOptim = field(default_factory=NewOptim)
+    """Optimiser."""
+    variants: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Named dotted overrides."""
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        (lambda: _yaml("optim:\n  lr: 0.5\n"), "my.yaml line 2: field 'optim.lr' was renamed to 'optim.learning_rate'"),
+        (lambda: configlib.overrides_tree(["optim.steps=3"], yaml.safe_load), "override optim.steps=3: field 'optim.steps' was renamed to 'optim.max_steps'"),
+        (lambda: configlib.overrides_tree(["optim={lr: 1}"], yaml.safe_load), "field 'optim.lr' was renamed to 'optim.learning_rate'"),
+        (lambda: configlib.flags_tree({"optim.lr": "0.5"}, yaml.safe_load), "--optim.lr: field 'optim.lr' was renamed to 'optim.learning_rate'"),
+    ],
+)
+def test_an_old_name_is_rejected_with_the_new_one_wherever_it_comes_from(layer, message):
+    with pytest.raises(ConfigError) as e:
+        configlib.build(NewRun, layer())
+    assert message in str(e.value)
+
+
+def test_old_names_get_hidden_flags_that_fail_with_a_hint():
+    parser = argparse.ArgumentParser()
+    configlib.add_arguments(parser, NewRun)
+    assert "--optim.lr" not in parser.format_help() and "--optim.learning_rate" in parser.format_help()
+    flags = configlib.flags_from_args(parser.parse_args(["--optim.lr", "0.5"]))
+    with pytest.raises(ConfigError, match=r"^--optim\.lr: field 'optim\.lr' was renamed to 'optim\.learning_rate'"):
+        configlib.build(NewRun, configlib.flags_tree(flags, yaml.safe_load))
+
+
+def test_renamed_path_upgrade_names_and_old_name_hashes():
+    assert configlib.renamed_path(NewRun, "optim.lr") == "optim.learning_rate"
+    assert configlib.renamed_path(NewRun, "optim.learning_rate") is None and configlib.renamed_path(NewRun, "nope.lr") is None
+    assert configlib.renamed_fields(NewOptim) == {"lr": "learning_rate", "steps": "max_steps"}
+    # a run folder's own record written before the rename reads as the new names
+    old = _yaml("seed: 2\noptim:\n  lr: 0.5\n  steps: 4\n")
+    cfg = configlib.build(NewRun, configlib.upgrade_names(NewRun, old))
+    assert (cfg.seed, cfg.optim.learning_rate, cfg.optim.max_steps) == (2, 0.5, 4)
+    assert configlib.to_dict(cfg, old_names=True) == {"seed": 2, "optim": {"lr": 0.5, "steps": 4}, "variants": {}}
+    assert configlib.to_dict(cfg)["optim"] == {"learning_rate": 0.5, "max_steps": 4}
+
+
+def test_the_shared_command_line_grammar():
+    parser = argparse.ArgumentParser(epilog=configlib.GRAMMAR)
+    configlib.add_config_arguments(parser, presets=["a", "b"], default_preset="a")
+    configlib.add_arguments(parser, NewRun)
+    ns = parser.parse_args(["--optim.learning_rate", "0.1", "--set", "optim.learning_rate=0.2", "--set", "seed=3", "--print-config"])
+    assert (ns.preset, ns.config, ns.print_config) == ("a", None, True)
+    origins: dict = {}
+    cfg = configlib.build(NewRun, configlib.command_line_tree(ns, yaml.safe_load), origins=origins)
+    assert (cfg.optim.learning_rate, cfg.seed) == (0.2, 3)  # --set wins over the flag
+    assert origins == {"optim.learning_rate": "--set optim.learning_rate", "seed": "--set seed"}
+    usage = " ".join(parser.format_usage().split())
+    assert "[--preset NAME] [--config FILE] [--set a.b=v] [--print-config]" in usage

@@ -26,7 +26,7 @@ def ckpt(tmp_path_factory):
         seed=0,
         data=DataConfig(degree=2, path_len=4, num_nodes=10, n_train=400, n_test=50, n_eval_train=50),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=40, resume_every=0),
+        sft=SFTConfig(max_steps=40, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=40, resume_every=0),
         runtime=RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off"),
     )
     train_sft(cfg, root / "sft", log=lambda s: None)
@@ -42,7 +42,7 @@ def test_per_step_dpo_gradient_is_half_beta_times_the_log_prob_difference(ckpt):
     # the same pool, rebuilt: at the start the policy is the reference, so h = 0 and
     # grad = -(beta / 2) * mean_i (grad log pi(chosen_i) - grad log pi(rejected_i))
     cfg = PostTrainConfig(
-        init=str(ckpt), objective="per_step_dpo", beta=beta, seed=0, steps=0,
+        init=str(ckpt), objective="per_step_dpo", beta=beta, seed=0, max_steps=0,
         pool=PoolConfig(policy="resampled", graphs=64, samples_per_graph=2),
         runtime=RuntimeConfig(device="cpu", threads=0, eval_batch_size=4096, amp="off"),
     )

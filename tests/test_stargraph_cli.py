@@ -36,7 +36,7 @@ def test_help_of_every_subcommand(command, capsys):
     out = capsys.readouterr().out
     assert "usage: stargraph" in out
     if command == "train":
-        assert "--sft.lr" in out and "Peak AdamW learning rate" in out  # field docstrings become help
+        assert "--sft.learning_rate" in out and "Peak AdamW learning rate" in out  # field docstrings become help
     if command == "posttrain":
         assert "--objective" in out and "per_step_dpo" in out and "--pool.policy" in out
 
@@ -51,7 +51,7 @@ def test_every_preset_resolves():
     for name in ("quick", "paper", "tiny"):
         cfg = resolve(ReproduceConfig, preset=name, config_file=None, overrides={})
         assert cfg.arms and cfg.panel_a in {a.name for a in cfg.arms}
-        assert resolve(TrainConfig, preset=name, config_file=None, overrides={}, preset_section="train").sft.steps > 0
+        assert resolve(TrainConfig, preset=name, config_file=None, overrides={}, preset_section="train").sft.max_steps > 0
     sw = resolve(SweepConfig, preset="sweep", config_file=None, overrides={})
     assert sw.objectives and sw.pools
     paper = resolve(ReproduceConfig, preset="paper", config_file=None, overrides={})
@@ -61,18 +61,18 @@ def test_every_preset_resolves():
 
 def test_resolution_order_preset_then_file_then_flags(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("train:\n  sft:\n    lr: 0.01\n    steps: 17\n")
-    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--preset", "tiny", "--set", "sft.steps=19"]))
+    f.write_text("train:\n  sft:\n    learning_rate: 0.01\n    max_steps: 17\n")
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--preset", "tiny", "--set", "sft.max_steps=19"]))
     cfg = resolve(TrainConfig, preset="tiny", config_file=str(f), overrides=over, preset_section="train")
-    assert cfg.sft.lr == 0.01 and cfg.sft.steps == 19 and cfg.model.n_embd == 16
-    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--sft.steps", "21"]))
-    assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train").sft.steps == 21
+    assert cfg.sft.learning_rate == 0.01 and cfg.sft.max_steps == 19 and cfg.model.n_embd == 16
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--sft.max_steps", "21"]))
+    assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train").sft.max_steps == 21
 
 
 @pytest.mark.parametrize(
     "text, needle",
     [
-        ("train:\n  sft:\n    lr: fast\n", "line 3: field sft.lr: expected a number"),
+        ("train:\n  sft:\n    learning_rate: fast\n", "line 3: field sft.learning_rate: expected a number"),
         ("train:\n  sft:\n    nope: 1\n", "line 3: unknown field 'sft.nope'"),
         ("train:\n  data:\n    degree: 9\n    num_nodes: 10\n", "invalid"),
         ("posttrain:\n  objective: magic\n", "line 2: field objective: expected one of"),
@@ -104,8 +104,8 @@ def test_empty_and_null_sections_in_a_config_file(tmp_path):
 
 
 def test_cli_reports_bad_override(capsys):
-    assert cli.main(["train", "--preset", "tiny", "--set", "sft.steps=many", "--print-config"]) == 2
-    assert "--set sft.steps" in capsys.readouterr().err
+    assert cli.main(["train", "--preset", "tiny", "--set", "sft.max_steps=many", "--print-config"]) == 2
+    assert "--set sft.max_steps" in capsys.readouterr().err
 
 
 def test_print_config(capsys):
@@ -225,9 +225,9 @@ def test_sweep_only_keeps_the_matching_points(tmp_path):
 
 def test_a_mapping_set_changes_only_the_fields_it_names():
     tiny = resolve(TrainConfig, preset="tiny", config_file=None, overrides={}, preset_section="train")
-    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={lr: 0.01}"]))
+    over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={learning_rate: 0.01}"]))
     cfg = resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train")
-    assert cfg.sft.lr == 0.01 and cfg.sft.steps == tiny.sft.steps and cfg.model == tiny.model
+    assert cfg.sft.learning_rate == 0.01 and cfg.sft.max_steps == tiny.sft.max_steps and cfg.model == tiny.model
     over = configlib.overrides_from_args(cli.build_parser().parse_args(["train", "--set", "sft={}"]))
     assert resolve(TrainConfig, preset="tiny", config_file=None, overrides=over, preset_section="train") == tiny
 
@@ -243,3 +243,61 @@ def test_sweep_variant_mapping_values_merge_into_the_section():
     (b, *_), _ = plan(nested, Path("/nonexistent"))
     assert a.cfg.model.n_layer == b.cfg.model.n_layer == 1 and b.cfg.model == a.cfg.model
     assert b.cfg.model.n_embd == cfg.train.model.n_embd
+
+
+# ---------------------------------------------------------------- renamed fields (issue 13 item 4)
+
+OLD_TO_NEW = {"lr": "learning_rate", "steps": "max_steps", "grad_clip": "max_grad_norm"}
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--set", "sft.lr=0.1"], "--set sft.lr: field 'sft.lr' was renamed to 'sft.learning_rate'"),
+        (["train", "--sft.steps", "3"], "--sft.steps: field 'sft.steps' was renamed to 'sft.max_steps'"),
+        (["posttrain", "--set", "grad_clip=1"], "--set grad_clip: field 'grad_clip' was renamed to 'max_grad_norm'"),
+        (["reproduce", "--set", "posttrain={lr: 1}"], "field 'posttrain.lr' was renamed to 'posttrain.learning_rate'"),
+        (["reproduce", "--set", "arms=[{name: a, init_step: 10, set: {lr: 0.1}}]"], "arm 'a': set key 'lr' was renamed to 'learning_rate'"),
+        (["sweep", "--set", "variants={v: {posttrain.lr: 0.1}}"], "variant 'v': key 'posttrain.lr' was renamed to 'posttrain.learning_rate'"),
+        (["sweep", "--set", "variants={v: {train.sft.steps: 5}}"], "key 'train.sft.steps' was renamed to 'train.sft.max_steps'"),
+    ],
+)
+def test_old_field_names_are_rejected_with_the_new_name(argv, needle, capsys):
+    preset = ["--preset", "tiny_sweep" if argv[0] == "sweep" else "tiny"]
+    assert cli.main([*argv, *preset, "--print-config"]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_an_old_name_in_a_config_file_names_file_and_line(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  sft:\n    max_steps: 5\n    lr: 0.01\n")
+    assert cli.main(["train", "--preset", "tiny", "--config", str(f), "--print-config"]) == 2
+    assert f"{f} line 4: field 'sft.lr' was renamed to 'sft.learning_rate'" in capsys.readouterr().err
+
+
+def test_figures_read_a_reproduce_record_written_with_the_old_names(tmp_path):
+    """``config.yaml`` of a run folder written before the rename (``lr:``, ``steps:``, an arm's ``set``)."""
+    from stargraph.figures import load_reproduce
+
+    cfg = resolve(ReproduceConfig, preset="tiny", config_file=None, overrides={})
+    cfg.arms[0].set = {**cfg.arms[0].set, "learning_rate": 0.5}
+    text = configlib.dump_yaml(cfg)
+    for old, new in OLD_TO_NEW.items():
+        text = text.replace(f" {new}:", f" {old}:").replace(f"{{{new}:", f"{{{old}:")
+    assert "  lr:" in text and "  steps:" in text and "learning_rate" not in text and "max_steps" not in text
+    (tmp_path / "config.yaml").write_text(text)
+    again, _, _ = load_reproduce(tmp_path)
+    assert again == cfg
+
+
+def test_warmup_steps_below_one_is_a_fraction_of_the_steps():
+    for step in range(12):
+        assert runio.lr_at(step, lr=1.0, warmup=0.1, total=100) == runio.lr_at(step, lr=1.0, warmup=10, total=100)
+        assert runio.lr_at(step, lr=1.0, warmup=0.05, total=90) == runio.lr_at(step, lr=1.0, warmup=5, total=90)  # 4.5 -> 5
+    assert runio.lr_at(0, lr=1.0, warmup=0, total=10) == 1.0
+
+
+def test_sweep_folder_tags_hash_the_old_names():
+    from stargraph.sweep import _tag
+
+    assert _tag({"sft.learning_rate": 0.1}) == _tag({"sft.lr": 0.1}) != _tag({"sft.learning_rate": 0.2})

@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
         seed=0,
         data=DataConfig(degree=2, path_len=3, num_nodes=6, n_train=300, n_test=50, n_eval_train=50),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(steps=60, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=60, resume_every=0),
+        sft=SFTConfig(max_steps=60, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=60, resume_every=0),
         runtime=RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off"),
     )
     train_sft(cfg, root / "sft", log=lambda s: None)

@@ -30,7 +30,7 @@ def tiny_train(**data) -> TrainConfig:
         seed=0,
         data=DataConfig(**{"degree": 2, "path_len": 4, "num_nodes": 10, "n_train": 300, "n_test": 60, "n_eval_train": 60, **data}),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(steps=60, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=60, resume_every=0),
+        sft=SFTConfig(max_steps=60, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=60, resume_every=0),
         runtime=RT,
     )
 
@@ -47,7 +47,7 @@ def ckpt(tmp_path_factory):
         seed=0,
         data=DataConfig(degree=2, path_len=3, num_nodes=8, n_train=400, n_test=60, n_eval_train=60),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(steps=150, batch_size=64, lr=3e-3, warmup_steps=5, eval_every=150, resume_every=0),
+        sft=SFTConfig(max_steps=150, batch_size=64, learning_rate=3e-3, warmup_steps=5, eval_every=150, resume_every=0),
         runtime=RT,
     )
     train_sft(cfg, root / "sft", log=lambda s: None)
@@ -167,7 +167,7 @@ def _pt(ckpt, **kw) -> PostTrainConfig:
     pool = kw.pop("pool", {})
     data = kw.pop("data", {})
     return PostTrainConfig(
-        init=str(ckpt), objective=kw.pop("objective", "per_step_dpo"), steps=2, batch_size=8, eval_every=2, lr=1e-3,
+        init=str(ckpt), objective=kw.pop("objective", "per_step_dpo"), max_steps=2, batch_size=8, eval_every=2, learning_rate=1e-3,
         pool=PoolConfig(**{"graphs": 6, "samples_per_graph": 3, "resample_every": 2, "temperature": 1.5, **pool}),
         data=PostDataConfig(**data), runtime=RT, save_final=False, **kw,
     )

@@ -35,7 +35,7 @@ def tiny_train(steps: int = 60, sft: dict | None = None, **data) -> TrainConfig:
         seed=0,
         data=DataConfig(**{"degree": 2, "path_len": 3, "num_nodes": 8, "n_train": 400, "n_test": 60, "n_eval_train": 60, **data}),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(**{"steps": steps, "batch_size": 64, "lr": 3e-3, "warmup_steps": 5, "eval_every": 30, "checkpoint_at": [30] if steps >= 30 else [], "resume_every": 0, **(sft or {})}),
+        sft=SFTConfig(**{"max_steps": steps, "batch_size": 64, "learning_rate": 3e-3, "warmup_steps": 5, "eval_every": 30, "checkpoint_at": [30] if steps >= 30 else [], "resume_every": 0, **(sft or {})}),
         runtime=RT,
     )
 
@@ -180,7 +180,7 @@ def test_mixed_sft_reports_each_family_separately(tmp_path):
     cfg = tiny_train(steps=4, sft={"eval_every": 4}, mix_path_lens=[2], mix_n_train=50, mix_n_test=20, goals="all_nodes")
     rec = train_sft(cfg, tmp_path / "m", log=lambda s: None)
     assert {"train/acc", "test/acc", "test_l2/acc", "test_l2/forced_token_acc"} <= set(rec)
-    plain = train_sft(replace(cfg, data=replace(cfg.data, mix_path_lens=[], goals="leaf"), sft=replace(cfg.sft, steps=0)), tmp_path / "p", log=lambda s: None)
+    plain = train_sft(replace(cfg, data=replace(cfg.data, mix_path_lens=[], goals="leaf"), sft=replace(cfg.sft, max_steps=0)), tmp_path / "p", log=lambda s: None)
     assert len(load_data(cfg, torch.device("cpu")).test) == 60 and "test_l2/acc" not in plain
 
 
@@ -199,7 +199,7 @@ def test_study2_presets_load_and_dry_run(name, capsys, tmp_path):
     # every arm has its continued-SFT control: same seed, checkpoint, lr, steps and batch (same data)
     by = {}
     for t, info in points:
-        by.setdefault((info["seed"], info["init_step"], t.cfg.lr, t.cfg.steps, t.cfg.batch_size, t.cfg.init, json.dumps(configlib.to_dict(t.cfg.data))), set()).add(info["objective"])
+        by.setdefault((info["seed"], info["init_step"], t.cfg.learning_rate, t.cfg.max_steps, t.cfg.batch_size, t.cfg.init, json.dumps(configlib.to_dict(t.cfg.data))), set()).add(info["objective"])
     for objs in by.values():
         assert "sft" in objs, objs
     for t, _ in points:
@@ -210,8 +210,8 @@ def test_strength_preset_spans_beta_and_lr():
     cfg = resolve(SweepConfig, preset="study2_strength", config_file=None, overrides={})
     _, points = plan(cfg, Path("/nonexistent"))
     ps = [t.cfg for t, i in points if i["objective"] == "per_step_dpo"]
-    assert {c.beta for c in ps} == {0.03, 0.1, 0.3, 1.0} and {c.lr for c in ps} == {1e-4, 3e-4, 1e-3, 3e-3}
-    assert {c.lr for t, i in points if i["objective"] == "sft" for c in [t.cfg]} == {1e-4, 3e-4, 1e-3, 3e-3}
+    assert {c.beta for c in ps} == {0.03, 0.1, 0.3, 1.0} and {c.learning_rate for c in ps} == {1e-4, 3e-4, 1e-3, 3e-3}
+    assert {c.learning_rate for t, i in points if i["objective"] == "sft" for c in [t.cfg]} == {1e-4, 3e-4, 1e-3, 3e-3}
     assert max(i["init_step"] for _, i in points) <= 200  # under-trained checkpoints only
 
 
@@ -231,8 +231,8 @@ TINY = {
     "seeds": [0], "graphs": ["2,4,10"], "n_train": [120], "init_steps": [4], "workers": 1,
     "runtime": {"device": "cpu", "threads": 1, "eval_batch_size": 512, "amp": "off", "bok_k": 5},
     "train": {"data": {"n_test": 40, "n_eval_train": 40}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
-              "sft": {"steps": 4, "batch_size": 16, "warmup_steps": 2, "eval_every": 4, "resume_every": 0, "checkpoint_every_epochs": 0}},
-    "posttrain": {"steps": 2, "batch_size": 8, "eval_every": 2, "pool": {"graphs": 6, "samples_per_graph": 2, "resample_every": 2, "temperature": 2.0}},
+              "sft": {"max_steps": 4, "batch_size": 16, "warmup_steps": 2, "eval_every": 4, "resume_every": 0, "checkpoint_every_epochs": 0}},
+    "posttrain": {"max_steps": 2, "batch_size": 8, "eval_every": 2, "pool": {"graphs": 6, "samples_per_graph": 2, "resample_every": 2, "temperature": 2.0}},
 }
 ONE_POINT = {
     "study2_strength": ("lr3e-3_b1", "per_step_dpo"),

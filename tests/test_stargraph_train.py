@@ -24,7 +24,7 @@ def tiny_train(steps: int = 30, **sft) -> TrainConfig:
         seed=0,
         data=DataConfig(degree=2, path_len=3, num_nodes=8, n_train=400, n_test=100, n_eval_train=100),
         model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(**{"steps": steps, "batch_size": 64, "lr": 3e-3, "warmup_steps": 5, "eval_every": 10, "checkpoint_at": [10], "resume_every": 0, **sft}),
+        sft=SFTConfig(**{"max_steps": steps, "batch_size": 64, "learning_rate": 3e-3, "warmup_steps": 5, "eval_every": 10, "checkpoint_at": [10], "resume_every": 0, **sft}),
         runtime=RT,
     )
 
@@ -60,7 +60,7 @@ def test_sft_writes_metrics_checkpoints_and_learns(sft_run):
 def _pt(sft_run, objective: str, **kw) -> PostTrainConfig:
     pool = kw.pop("pool", {})
     return PostTrainConfig(
-        init=str(sft_run / "sft" / "ckpt_150.pt"), objective=objective, steps=4, batch_size=8, eval_every=2, lr=1e-3,
+        init=str(sft_run / "sft" / "ckpt_150.pt"), objective=objective, max_steps=4, batch_size=8, eval_every=2, learning_rate=1e-3,
         pool=PoolConfig(**{"graphs": 24, "samples_per_graph": 4, "resample_every": 2, **pool}), runtime=RT, save_final=False, **kw,
     )
 

@@ -22,6 +22,7 @@ module per family (:mod:`.finetune`, :mod:`.sampling`, :mod:`.credit`, :mod:`.pr
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import time
@@ -92,6 +93,7 @@ class Context:
             import torch
 
             torch.set_num_threads(cfg.threads)
+        apply_device(cfg.device)
 
     # ---------------------------------------------------------------- prompts
 
@@ -262,7 +264,7 @@ class Context:
             producer = name.split("/")[0]
             if for_check and (name in self.scheduled or (producer != "pref" and producer in self.scheduled)):
                 return str(path)
-            how = f"mathreason pref ... pref.name={name[5:]}" if producer == "pref" else f"mathreason {name}"
+            how = f"mathreason pref ... --set pref.name={name[5:]}" if producer == "pref" else f"mathreason {name}"
             raise StageError(f"policy {name!r}: {path} does not exist yet; run `{how}` first")
         if name == "base":
             return self.base_model()
@@ -353,8 +355,26 @@ class Stage:
         return ctx.run.stage_dir(self.record_name(ctx))
 
 
+def apply_device(device: str) -> None:
+    """Make a config's ``device`` this process's (and its children's, e.g. the training launcher's): ``cpu``
+    hides the GPUs through ``CUDA_VISIBLE_DEVICES`` (read when CUDA starts, so before any CUDA work),
+    ``cuda`` requires a GPU, ``auto`` changes nothing."""
+    if device == "auto":
+        return
+    import torch
+
+    if device == "cpu":
+        if os.environ.get("CUDA_VISIBLE_DEVICES") != "" and torch.cuda.is_initialized():
+            raise ConfigError("field device: cpu: CUDA is already in use in this process; set device before any CUDA work")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif not torch.cuda.is_available():
+        raise ConfigError(f"field device: {device}: no CUDA device is available")
+
+
 def stage_key(stage: Stage, ctx: Context, inputs: dict[str, str]) -> str:
-    full = to_dict(ctx.cfg)
+    # Renamed fields hash under their old names (e.g. sft.warmup_ratio, now sft.warmup_steps), so a rename
+    # leaves the keys, and the outputs recorded under them, of existing run folders valid.
+    full = to_dict(ctx.cfg, old_names=True)
     return hash_json(
         {
             "stage": stage.record_name(ctx),
