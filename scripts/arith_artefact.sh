@@ -10,15 +10,23 @@
 # the first 200 questions' samples, grades, advantages, pits and pairs, 100 test questions) about 3.5 MB.
 #
 #   bash scripts/arith_artefact.sh [RUN_DIR] [--set section.field=value ...]
+#
+# TEACH_DIR sets where the teaching copy goes (default RUN_DIR-teach). The course's lesson 4 reads the
+# committed copy in notebooks/artefacts/arith-teach (CONTRIBUTING's one exception to "no checkpoints");
+# regenerate it with
+#
+#   TEACH_DIR=notebooks/artefacts/arith-teach bash scripts/arith_artefact.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MATHREASON:-.venv/bin/mathreason}"
 RUN="${1:-runs/arith-artefact}"
 shift || true
+TEACH="${TEACH_DIR:-$RUN-teach}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$M" pipeline --preset arith --set "run_dir=$RUN" --set threads=2 --set data.subset_size=1000 --set sft.keep_checkpoints=false \
     --set pref.train.keep_checkpoints=false --set "eval.policies=[sft,pref/per_step_dpo]" --methods sft,per_step_dpo "$@" --quiet
 du -sh "$RUN"
-rm -rf "$RUN-teach"
-"${PYTHON:-.venv/bin/python}" -m mathreason.artefact "$RUN" "$RUN-teach" --questions 200 --test-questions 100
-du -sh "$RUN-teach"
+rm -rf "$TEACH"
+mkdir -p "$(dirname "$TEACH")"
+"${PYTHON:-.venv/bin/python}" -m mathreason.artefact "$RUN" "$TEACH" --questions 200 --test-questions 100
+du -sh "$TEACH"
