@@ -4,8 +4,8 @@ The teaching notebooks (00, 05) read this file instead of parsing docs/arith_stu
 per-seed greedy test accuracies of every method at every size (what the report is computed from), the
 report's fit, factors and regimes, and the overall first-pit hit rate, copied from a finished study:
 
-    mathreason scaling-report --config arith          # writes runs/arith/report/report.json
-    mathreason diagnostics --config arith ...         # writes runs/arith/report/diagnostics.json
+    mathreason scaling-report --preset arith          # writes runs/arith/report/report.json
+    mathreason diagnostics --preset arith ...         # writes runs/arith/report/diagnostics.json
     python docs/results/export_arith.py runs/arith/report
 
 Every number here also appears (rounded) in docs/arith_study.md, section 2 and section 4.
