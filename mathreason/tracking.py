@@ -66,6 +66,7 @@ class _WandbWriter:
         except Exception as e:  # noqa: BLE001
             raise RuntimeError("tracking.backend: wandb needs wandb: pip install 'stepcredit[tracking]'") from e
         os.environ.setdefault("WANDB_SILENT", "true")
+        self._wandb = wandb
         self._run = wandb.init(project=cfg.project, name=name, dir=str(run_dir), mode=cfg.wandb_mode, reinit="create_new")
 
     def log(self, values, step: int) -> None:
@@ -73,6 +74,7 @@ class _WandbWriter:
 
     def close(self) -> None:
         self._run.finish()
+        self._wandb.teardown()  # the offline run file is complete only once wandb's service has stopped
 
 
 class _TrackioWriter:

@@ -1,7 +1,7 @@
 """``stargraph sweep`` on the Ray executor (a Ray instance on this machine, 2 CPUs) against the local one:
 the same ``sweep.csv`` rows, a point that fails once is retried, a point that keeps failing is reported,
-and an interrupted sweep resumes with only the missing points. Also experiment tracking of a tiny run
-(TensorBoard event files with the scalars of ``metrics.jsonl``). Skipped where Ray is not installed."""
+and an interrupted sweep resumes with only the missing points. Experiment tracking of a tiny run
+is in tests/test_tracking.py. Skipped where Ray is not installed."""
 
 from __future__ import annotations
 
@@ -113,21 +113,3 @@ def test_an_interrupted_ray_sweep_resumes_with_only_the_missing_points(tmp_path,
     assert "3 grid points (1 to run)" in out.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and runio.is_done(hung)
     assert len(_rows(run)) == 3
-
-
-def test_tracking_tensorboard_mirrors_metrics_jsonl(tmp_path):
-    """A tiny SFT run with --tracking tensorboard: every scalar of metrics.jsonl is in the event files."""
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run = tmp_path / "sft"
-    assert cli.main(["train", str(run), "--preset", "tiny", "--tracking", "tensorboard"]) == 0
-    recs = runio.read_jsonl(run / "metrics.jsonl")
-    acc = EventAccumulator(str(run / "tb"))
-    acc.Reload()
-    from shared.tracking import scalars
-
-    expected = {(k, r["step"]): v for r in recs for k, v in scalars(r).items()}
-    got = {(k, e.step): e.value for k in acc.Tags()["scalars"] for e in acc.Scalars(k)}
-    assert len(expected) > 10 and set(got) == set(expected)
-    assert all(got[k] == pytest.approx(v, rel=1e-6, abs=1e-6) for k, v in expected.items())  # float32 in the event files
