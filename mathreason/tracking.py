@@ -83,13 +83,14 @@ class _TrackioWriter:
             import trackio
         except Exception as e:  # noqa: BLE001
             raise RuntimeError("tracking.backend: trackio needs trackio: pip install 'stepcredit[tracking]'") from e
-        self._run = trackio.init(project=cfg.project, name=name)
+        self._trackio = trackio
+        trackio.init(project=cfg.project, name=name)
 
     def log(self, values, step: int) -> None:
-        self._run.log(dict(values), step=step)
+        self._trackio.log(dict(values), step=step)
 
     def close(self) -> None:
-        self._run.finish()
+        self._trackio.finish()
 
 
 def make_writer(cfg: TrackingConfig, run_dir: str | Path, name: str):

@@ -47,13 +47,13 @@ class _TrackioWriter:
         except Exception as e:  # noqa: BLE001
             raise RuntimeError("tracking.backend: trackio needs trackio: pip install 'stepcredit[tracking]'") from e
         self._trackio = trackio
-        self._run = trackio.init(project=cfg.project, name=name, config=config)
+        self._trackio.init(project=cfg.project, name=name, config=config)
 
     def log(self, values, step: int) -> None:
-        self._run.log(dict(values), step=step)
+        self._trackio.log(dict(values), step=step)
 
     def close(self) -> None:
-        self._run.finish()
+        self._trackio.finish()
 
 
 def make_writer(cfg: TrackingConfig, run_dir: str | Path, name: str, config: Any = None):
