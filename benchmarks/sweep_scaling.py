@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_scaling.py --out sweep_scaling.json              # tiny_sweep, seeds 0 1
     python benchmarks/sweep_scaling.py --seeds 0,1,2,3 --workers 1,2,4,all
+    python benchmarks/sweep_scaling.py --set posttrain.steps=60 --set train.sft.steps=100   # heavier points
 
 Every configuration runs the same sweep (``--preset``, default ``tiny_sweep``) into a fresh folder and
 is timed end to end (planning, SFT runs, grid points, aggregation, figures). Printed and written:
@@ -47,12 +48,24 @@ def _quiet(log_path: Path):
             os.close(saved)
 
 
+SETS: list[str] = []  # --set KEY=VALUE overrides of every configuration
+
+
 def _sweep_cfg(preset: str, seeds: list[int], **over):
+    import yaml
+
     from stargraph import configlib
     from stargraph.config import SweepConfig, resolve
 
-    tree = {"seeds": configlib.Sourced(seeds, "benchmark")}
+    tree: dict = {"seeds": configlib.Sourced(seeds, "benchmark")}
     tree.update({k: configlib.Sourced(v, "benchmark") for k, v in over.items()})
+    for item in SETS:
+        key, _, value = item.partition("=")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = configlib.Sourced(yaml.safe_load(value), f"--set {key}")
     return resolve(SweepConfig, preset=preset, config_file=None, overrides=tree)
 
 
@@ -86,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray-cpus", type=int, default=0, help="CPUs of the Ray instance started here (0 = all)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
     ap.add_argument("--noop-jobs", type=int, default=200, help="do-nothing jobs timed per executor")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep field in every configuration (repeatable), e.g. posttrain.steps=60")
     ap.add_argument("--out", default="sweep_scaling.json", help="JSON output")
     ap.add_argument("--keep", default=None, help="keep the sweep folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
+    SETS[:] = args.set
 
     from shared.executors import ProcessBackend, cpu_count
     from stargraph.sweep import plan
@@ -103,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sft, points = plan(base, root / "plan")
     runs = len(sft) + len(points)
     res: dict = {
-        "preset": args.preset, "seeds": seeds, "sft_runs": len(sft), "points": len(points), "cpus": ncpu,
+        "preset": args.preset, "set": args.set, "seeds": seeds, "sft_runs": len(sft), "points": len(points), "cpus": ncpu,
         "python": platform.python_version(), "machine": platform.machine(), "local": {},
     }
     for w in counts:

@@ -139,7 +139,7 @@ def run_scaling(cfg: Config, *, force: bool = False, progress: bool = True) -> l
         for k, p in zip(keys, pts) if k not in done
     ]
     logger.info("scaling: %d points (%d to run) on the %s executor", len(pts), len(jobs), s.executor)
-    if s.executor == "ray":
+    if s.executor == "ray" and jobs:  # no Ray when every point is finished
         from mathreason.executors import RayBackend
 
         backend = RayBackend(r)

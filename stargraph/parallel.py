@@ -144,6 +144,8 @@ class Runner:
         return Job(task.key, run_task, (task, threads, self.echo, self.tracking), after=after)
 
     def _run(self, jobs: list[Job], inline: bool) -> dict[str, Outcome]:
+        if not jobs:  # nothing to run: no pool, no Ray
+            return {}
         backend = InlineBackend() if inline and self.executor == "local" else self._get_backend()
         outs = run_jobs(jobs, backend, retries=self.retries, log=self.log)
         self.outcomes += outs
@@ -194,8 +196,9 @@ class Runner:
                 if not is_done(Path(d.run_dir)):
                     jobs.append(self._job(d, threads, after=dep))
                     kinds[d.key] = 1
-        backend = self._get_backend()
-        outs = run_jobs(jobs, backend, retries=self.retries, log=self.log)
+        if not jobs:  # nothing to run: no pool, no Ray
+            return [], []
+        outs = run_jobs(jobs, self._get_backend(), retries=self.retries, log=self.log)
         self.outcomes += outs
         res: tuple[list, list] = ([], [])
         for o in outs:

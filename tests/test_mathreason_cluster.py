@@ -119,3 +119,20 @@ def test_tiny_sft_with_tensorboard_tracking_writes_the_scalars_of_metrics_jsonl(
     stages = EventAccumulator(str(run / "tb" / "stages"))
     stages.Reload()
     assert "sft/seconds" in stages.Tags()["scalars"]
+
+
+def test_a_scaling_point_that_keeps_failing_is_reported_and_the_others_run(tmp_path, monkeypatch, capsys):
+    """Local executor (no Ray needed): retries, then failed.json and exit status 1; the re-run clears it."""
+    root = tmp_path / "study"
+    args = ["scaling", "--config", "tiny", f"run_dir={root}", "scaling.sizes=[6,10]", "scaling.methods=[sft]", "scaling.retries=1", "--quiet"]
+    monkeypatch.setenv("STEPCREDIT_INJECT_FAULTS", "size-10:9")
+    assert main(args) == 1
+    assert "seed-0/size-10: 2 attempt(s)" in capsys.readouterr().err
+    failed = json.loads((root / "failed.json").read_text())
+    assert [(f["key"], f["attempts"]) for f in failed] == [("seed-0/size-10", 2)] and "InjectedFault" in failed[0]["error"]
+    assert (root / "seed-0" / "size-6" / "point.json").exists() and not (root / "seed-0" / "size-10" / "point.json").exists()
+    monkeypatch.delenv("STEPCREDIT_INJECT_FAULTS")
+    assert main(args) == 0
+    pts = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"seed"')]
+    assert [set(p["stages"].values()) for p in pts] == [{"skipped"}, {"done"}]  # only the failed point ran
+    assert not (root / "failed.json").exists()

@@ -230,7 +230,7 @@ class AdvantagesStage(Stage):
                 responses, local.run if local is not None else None, settings, folder=sdir / "rounds", key=key, progress=ctx.progress, shards=shards
             )
         finally:
-            (local or shards).close()
+            (local if local is not None else shards).close()
         write_jsonl_atomic(sdir / "advantages.jsonl", out)
         summary = {"backend": ctx.backend_name(a.backend) if responses else None, "selected": len(rows), **summary}
         atomic_write_json(sdir / "summary.json", summary)

@@ -77,7 +77,7 @@ class SampleStage(Stage):
                 shards=shards,
             )
         finally:
-            (sampler or shards).close()
+            (sampler if sampler is not None else shards).close()
         seconds = time.time() - t0
         write_jsonl_atomic(sdir / "samples.jsonl", rows)
         tokens = sum(len(r["token_ids"]) for r in rows)
