@@ -57,12 +57,31 @@ def test_ray_sweep_gives_the_local_rows_and_retries_a_failing_point(tmp_path, mo
     assert _sweep(tmp_path / "local", "--workers", "1") == 0
     # the Ray sweep, with one point made to fail on its first attempt
     monkeypatch.setenv("STEPCREDIT_INJECT_FAULTS", "per_step_dpo_fixed:1")
-    assert _sweep(tmp_path / "ray", "--executor", "ray") == 0
+    tb = ["--tracking.backend", "tensorboard"] if _has_tensorboard() else []
+    assert _sweep(tmp_path / "ray", "--executor", "ray", *tb) == 0
     assert _rows(tmp_path / "ray") == _rows(tmp_path / "local") and len(_rows(tmp_path / "local")) == 3
     victim = next((tmp_path / "ray" / "points").glob("*per_step_dpo_fixed*"))
     assert len((victim / ".injected_faults").read_text().splitlines()) == 1  # it failed once ...
     assert runio.is_done(victim) and not (tmp_path / "ray" / "failed.json").exists()  # ... and then succeeded
     assert not (tmp_path / "local" / "failed.json").exists()
+    if tb:  # tracking from the Ray workers: every run folder's event files hold its metrics.jsonl
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        from shared.tracking import scalars
+
+        for d in [p.parent for p in (tmp_path / "ray").glob("*/*/DONE")]:
+            acc = EventAccumulator(str(d / "tb"))
+            acc.Reload()
+            got = {(k, e.step) for k in acc.Tags()["scalars"] for e in acc.Scalars(k)}
+            assert got == {(k, r["step"]) for r in runio.read_jsonl(d / "metrics.jsonl") for k in scalars(r)}, d
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def test_a_point_that_keeps_failing_is_reported_not_dropped(tmp_path, monkeypatch, capsys, cluster):
