@@ -25,6 +25,7 @@ from shared.tracking import MetricsMirror, TensorBoardWriter, TrackingConfig, sc
 __all__ = ["REPORT_TO_ENV", "make_writer", "mirror_stages", "report_to", "training_env"]
 
 REPORT_TO_ENV = "STEPCREDIT_REPORT_TO"
+MIRRORING_ENV = "STEPCREDIT_MIRRORING"
 
 
 def report_to() -> str:
@@ -116,11 +117,26 @@ def _stage_scalars(record: Mapping[str, Any]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def mirror_stages(cfg: TrackingConfig, run_dir: str | Path) -> Iterator[None]:
-    """Mirror the non-training records of ``<run_dir>/metrics.jsonl`` into the tracker while the block runs."""
-    if not cfg.enabled:
+    """Mirror the non-training records of ``<run_dir>/metrics.jsonl`` into the tracker while the block runs.
+
+    One mirror per run folder: on the main process only, and not in a child command (a training stage
+    under ``pipeline.launcher``) of a process already mirroring the same folder (``$STEPCREDIT_MIRRORING``).
+    """
+    from mathreason.runs import is_main_process
+
+    run_dir = Path(run_dir)
+    owner = str(run_dir.resolve())
+    if not cfg.enabled or not is_main_process() or os.environ.get(MIRRORING_ENV) == owner:
         yield
         return
-    run_dir = Path(run_dir)
     writer = make_writer(cfg, run_dir, f"{run_dir.name}/stages")
-    with MetricsMirror(run_dir / "metrics.jsonl", writer, interval_s=cfg.interval_s, step_of=_stage_step, transform=_stage_scalars):
-        yield
+    old = os.environ.get(MIRRORING_ENV)
+    os.environ[MIRRORING_ENV] = owner
+    try:
+        with MetricsMirror(run_dir / "metrics.jsonl", writer, interval_s=cfg.interval_s, step_of=_stage_step, transform=_stage_scalars):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop(MIRRORING_ENV, None)
+        else:
+            os.environ[MIRRORING_ENV] = old
