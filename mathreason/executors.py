@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
-from shared.configlib import require
+from shared.configlib import ConfigError, require
 from shared.executors import Job, RayConfig, maybe_inject_fault, ray_address
 
 __all__ = ["ActorShards", "ActorsConfig", "LocalShards", "RayBackend", "SampleWorker", "ShardRunner", "connect", "shard_runner"]
@@ -59,7 +59,7 @@ def connect(cfg: RayConfig):
     try:
         import ray
     except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
-        raise RuntimeError("Ray is not installed: pip install 'stepcredit[cluster]' (or pip install 'ray>=2.40')") from e
+        raise ConfigError(f"scaling.executor: ray and actors.count > 0 need Ray, which does not import here ({e}): pip install 'stepcredit[cluster]'") from e
     if ray.is_initialized():
         return ray, False
     addr = ray_address(cfg)

@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except JobsFailed as e:
         print(f"stargraph {args.command}: {e}\nre-run the same command to retry them", file=sys.stderr)
         return 1
+    except ConfigError as e:
+        print(f"stargraph {args.command}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"stargraph {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

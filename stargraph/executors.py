@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from shared.configlib import ConfigError
 from shared.executors import Job, RayConfig, ray_address
 
 __all__ = ["RayBackend", "connect"]
@@ -26,7 +27,7 @@ def connect(cfg: RayConfig, log=print):
     try:
         import ray
     except Exception as e:  # noqa: BLE001 - any import failure means "not installed here"
-        raise RuntimeError("executor: ray needs Ray: pip install 'stepcredit[cluster]' (or pip install 'ray>=2.40')") from e
+        raise ConfigError(f"field executor: ray needs Ray, which does not import here ({e}): pip install 'stepcredit[cluster]'") from e
     if ray.is_initialized():
         return ray, False
     addr = ray_address(cfg)

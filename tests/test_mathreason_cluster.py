@@ -55,7 +55,7 @@ def _copy(src: Path, dst: Path, *drop: str) -> Path:
     return dst
 
 
-def test_sample_shards_on_two_ray_actors_give_the_single_process_rows(graded, tmp_path, cluster):
+def test_sample_shards_on_two_ray_actors_give_the_single_process_rows(cluster, graded, tmp_path):
     run = _copy(graded, tmp_path / "ray", "sample", "grade")
     assert main(["sample", "--config", "tiny", f"run_dir={run}", *OVER, *RAY, "--quiet"]) == 0
     assert read_jsonl(run / "sample" / "samples.jsonl") == read_jsonl(graded / "sample" / "samples.jsonl")
@@ -63,7 +63,7 @@ def test_sample_shards_on_two_ray_actors_give_the_single_process_rows(graded, tm
     assert m["num_shards"] >= 4 and m == json.loads((graded / "sample" / "shards" / "manifest.json").read_text()) | {"created": m["created"]}
 
 
-def test_advantages_on_two_ray_actors_match_one_process_and_a_killed_actors_shard_is_redone(graded, tmp_path, monkeypatch, cluster):
+def test_advantages_on_two_ray_actors_match_one_process_and_a_killed_actors_shard_is_redone(cluster, graded, tmp_path, monkeypatch):
     whole = _copy(graded, tmp_path / "whole")
     assert main(["advantages", "--config", "tiny", f"run_dir={whole}", *OVER, "--quiet"]) == 0
     run = _copy(graded, tmp_path / "ray")
@@ -85,7 +85,7 @@ def test_advantages_on_two_ray_actors_match_one_process_and_a_killed_actors_shar
     assert {k: v for k, v in s.items() if k != "seconds"} == {k: v for k, v in w.items() if k != "seconds"}
 
 
-def test_scaling_on_the_ray_executor_gives_the_local_points_and_skips_finished_ones(tmp_path, capsys, cluster):
+def test_scaling_on_the_ray_executor_gives_the_local_points_and_skips_finished_ones(cluster, tmp_path, capsys):
     def study(root: Path, *extra: str) -> list[dict]:
         args = ["--config", "tiny", f"run_dir={root}", "scaling.sizes=[6,10]", "scaling.methods=[sft]", *extra, "--quiet"]
         assert main(["scaling", *args]) == 0

@@ -71,3 +71,18 @@ def test_fault_injection_counts_attempts_in_the_marker_folder(tmp_path, monkeypa
     maybe_inject_fault("job-x", tmp_path)  # the third attempt runs
     maybe_inject_fault("other", tmp_path)
     assert len((tmp_path / ".injected_faults").read_text().splitlines()) == 2
+
+
+def test_the_ray_executor_without_ray_is_a_clear_config_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from mathreason.cli import main as mathreason_main
+    from stargraph import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    monkeypatch.setenv("STEPCREDIT_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["sweep", str(tmp_path / "sweep"), "--preset", "tiny_sweep", "--executor", "ray"]) == 2
+    assert "field executor: ray needs Ray" in capsys.readouterr().err
+    assert not list((tmp_path / "sweep").glob("*/*/DONE"))
+    assert mathreason_main(["scaling", "--config", "tiny", f"run_dir={tmp_path / 'study'}", "scaling.sizes=[6]", "scaling.executor=ray", "--quiet"]) == 2
+    assert "need Ray" in capsys.readouterr().err
