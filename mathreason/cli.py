@@ -141,11 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from shared.executors import JobsFailed
+
     try:
         return _run(args)
     except _errors() as e:
         print(f"mathreason: error: {e}", file=sys.stderr)
         return 2
+    except JobsFailed as e:
+        print(f"mathreason: error: {e}\nre-run the same command to retry them", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mathreason: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -171,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command != "status":
         apply_device(cfg.device)  # before anything asks CUDA (every Context applies it again)
-    from mathreason.runs import RunFolder, atomic_write_text, is_main_process
+    from mathreason.runs import RunFolder, is_main_process
 
     run = RunFolder(cfg.run_dir)
     if args.command == "status":
@@ -214,6 +222,19 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(rec, default=str))
         return 0
 
+    from mathreason.tracking import mirror_stages
+
+    with mirror_stages(cfg.tracking, cfg.run_dir):
+        results = _run_stages(args, cfg, run)
+    if is_main_process():
+        for r in results:
+            print(json.dumps(r, default=str))
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, cfg: Config, run) -> list[dict]:
+    """``pipeline`` or a single stage command; returns the stage results."""
+    from mathreason.runs import atomic_write_text, is_main_process
     from mathreason.stages import STAGES, Context, check_stages, run_stage
 
     progress = not args.quiet
@@ -243,10 +264,7 @@ def _run(args: argparse.Namespace) -> int:
         if is_main_process():
             atomic_write_text(run.config_path, dump_yaml(cfg))
         results = [run_stage(STAGES[args.command], ctx, force=args.force)]
-    if is_main_process():
-        for r in results:
-            print(json.dumps(r, default=str))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

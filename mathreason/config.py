@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mathreason.executors import ActorsConfig
 from mathreason.credit_config import AdvantagesConfig, PairsConfig, PrefConfig, RFTAdvConfig, ScalingConfig
 from mathreason.sections import (
     TINY_MODEL,
@@ -36,6 +37,8 @@ from mathreason.sections import (
     TrainConfig,
 )
 from shared import configlib
+from shared.executors import RayConfig
+from shared.tracking import TrackingConfig
 from shared.configlib import ConfigError, field_docs, to_dict
 
 _require = configlib.require
@@ -134,6 +137,12 @@ class Config:
     """`mathreason pipeline` settings."""
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     """Scaling runs over D_syn sizes and their report."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray cluster (scaling.executor: ray, and actors.count > 0) and the resources of each scaling point."""
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    """Ray actors for the shards of `sample` and `advantages` (off by default)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Experiment tracking: the training stages' `report_to`, and the other stages' metrics.jsonl records."""
 
     def validate(self) -> None:
         _require(bool(str(self.run_dir).strip()), "run_dir", "must not be empty")

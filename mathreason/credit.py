@@ -277,12 +277,13 @@ def _update(st: _State, settings: CreditSettings, q_of: Mapping[int, float]) -> 
 
 def estimate_credit(
     responses: Sequence[Response],
-    rollout: RolloutFn,
+    rollout: RolloutFn | None,
     settings: CreditSettings,
     *,
     folder: str | Path | None = None,
     key: str = "",
     progress: bool = False,
+    shards=None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Value every response's step prefixes with ``rollout``; returns ``(rows, summary)``.
 
@@ -294,11 +295,19 @@ def estimate_credit(
     neighbour's Q is unknown), ``pit`` (-1 = none), ``pit_advantage``, ``no_pit_reason``,
     ``pit_continuations`` (successful rollouts from the prefix just before the pit), ``rollouts``
     (rollouts of this response's prefixes, shared ones included), ``k``, ``estimator``, ``schedule``.
+
+    ``shards`` (a :class:`mathreason.executors.ShardRunner` whose workers' ``run(prefixes)`` is a
+    rollout function, e.g. Ray actors each owning a sampler) computes a round's shards concurrently
+    instead of ``rollout``; this process still writes each shard once, so the rows are the same.
     """
     from tqdm.auto import tqdm
 
+    from mathreason.executors import LocalShards
     from mathreason.runs import ShardedRows, hash_json
 
+    if (rollout is None) == (shards is None):
+        raise ValueError("estimate_credit: pass exactly one of rollout and shards")
+    runner = shards if shards is not None else LocalShards(lambda: _FnWorker(rollout))
     K = settings.rollouts
     states = [_State(r) for r in responses]
     cache: dict[str, PrefixResult] = {}
@@ -327,15 +336,15 @@ def estimate_credit(
             store = ShardedRows(Path(folder) / f"round-{round_index:03d}")
             plan = hash_json([key, settings.__dict__, round_index, keys])
             done = store.open(plan, len(chunks), meta={"round": round_index, "prefixes": len(keys)})
-        for ci, chunk in enumerate(chunks):
-            if ci in done:
-                for row in store.read_shard(ci):
-                    res = cache[row["prefix"]] = PrefixResult.from_dict(row)
-                    stats["rollouts_generated"] += K
-                    stats["rollout_tokens"] += res.tokens
-                bar.update(len(chunk))
-                continue
-            results = rollout([todo[k] for k in chunk])
+        for ci in sorted(done):
+            for row in store.read_shard(ci):
+                res = cache[row["prefix"]] = PrefixResult.from_dict(row)
+                stats["rollouts_generated"] += K
+                stats["rollout_tokens"] += res.tokens
+            bar.update(len(chunks[ci]))
+        items = [(ci, [todo[k] for k in chunk]) for ci, chunk in enumerate(chunks) if ci not in done]
+        for ci, results in runner.map(items, str(store.folder) if store is not None else None):
+            chunk = chunks[ci]
             if len(results) != len(chunk):
                 raise RuntimeError(f"rollout returned {len(results)} results for {len(chunk)} prefixes")
             for k, res in zip(chunk, results):
@@ -358,6 +367,16 @@ def estimate_credit(
     stats["rounds"] = round_index
     rows = [_row(st, settings, cache) for st in states]
     return rows, _summary(rows, stats, settings)
+
+
+class _FnWorker:
+    """A rollout function as a shard worker."""
+
+    def __init__(self, fn: RolloutFn) -> None:
+        self.run = fn
+
+    def close(self) -> None:
+        pass
 
 
 def _successes(cache: Mapping[str, PrefixResult], r: Response, i: int) -> int:

@@ -211,6 +211,10 @@ class ScalingConfig:
     """Test error = 1 - greedy accuracy, or 1 - mean sampled accuracy (pass@1 of eval.num_samples samples)."""
     min_sizes: int = 3
     """Fewest sizes the SFT power-law fit accepts."""
+    executor: Literal["local", "ray"] = "local"
+    """local = the points one after another in this process; ray = every point a Ray task (resources: ray.cpus_per_task, ray.gpus_per_task) on the cluster of the `ray` section."""
+    retries: int = 1
+    """Extra attempts of a point that fails; after them it is listed in <root>/failed.json and the command fails (the other points still run)."""
 
     def validate(self) -> None:
         _require(all(n >= 1 for n in self.sizes), "sizes", "every size must be >= 1")
@@ -222,3 +226,4 @@ class ScalingConfig:
         bad = [m for m in self.methods if m.split(":", 1)[0] not in METHODS]
         _require(not bad, "methods", f"unknown method(s) {bad}; known: {list(METHODS)} (a variant is base:name, see pipeline.variants)")
         _require(self.min_sizes >= 2, "min_sizes", "must be >= 2")
+        _require(self.retries >= 0, "retries", "must be >= 0")

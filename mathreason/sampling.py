@@ -630,7 +630,7 @@ def prompt_id(prompt_ids: Sequence[int]) -> str:
 
 
 def sample_to_store(
-    sampler: Sampler,
+    sampler: Sampler | None,
     items: Sequence[tuple[str, Sequence[int]]],
     *,
     n: int,
@@ -643,6 +643,7 @@ def sample_to_store(
     transform=None,
     progress: bool = True,
     desc: str = "sample",
+    shards=None,
 ) -> list[dict]:
     """Sample ``n`` completions for every ``(problem_id, prompt_ids)`` item, one atomic shard per chunk.
 
@@ -652,10 +653,13 @@ def sample_to_store(
     problem ``p`` has seed ``row_seed(seed, tag, p, j)``. ``transform(rows) -> rows`` (e.g. grading)
     runs on each chunk before it is written. Returns all rows, in item then sample order:
     ``problem_id, sample_index, prompt_id, text, token_ids, finish_reason, stop_reason, seed`` (+ what
-    ``transform`` adds).
+    ``transform`` adds). ``shards`` (a :class:`mathreason.executors.ShardRunner` of
+    :class:`mathreason.executors.SampleWorker` s, e.g. Ray actors) computes the chunks instead of
+    ``sampler``; this process still writes every shard, once.
     """
     from tqdm.auto import tqdm
 
+    from mathreason.executors import LocalShards, SampleWorker
     from mathreason.runs import hash_json
 
     chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
@@ -665,18 +669,11 @@ def sample_to_store(
     done = store.open(plan_key, len(chunks), meta={"items": len(items), "n": n, "chunk_size": chunk_size, "tag": tag})
     todo = [i for i in range(len(chunks)) if i not in done]
     bar = tqdm(total=len(items), initial=len(items) - sum(len(chunks[i]) for i in todo), desc=desc, unit="q", disable=not progress)
-    for ci in todo:
-        chunk = chunks[ci]
-        reqs = [Request(ids, [row_seed(seed, tag, pid, j) for j in range(n)]) for pid, ids in chunk]
-        outs = sampler.generate(reqs, params)
-        rows: list[dict] = []
-        for (pid, ids), comps in zip(chunk, outs):
-            pid_hash = prompt_id(ids)
-            for j, c in enumerate(comps):
-                rows.append({"problem_id": pid, "sample_index": j, "prompt_id": pid_hash, **c.to_dict()})
+    runner = shards if shards is not None else LocalShards(lambda: SampleWorker(sampler, params, n=n, seed=seed, tag=tag))
+    for ci, rows in runner.map([(ci, chunks[ci]) for ci in todo], str(store.folder)):
         if transform is not None:
             rows = transform(rows)
         store.write(ci, rows)
-        bar.update(len(chunk))
+        bar.update(len(chunks[ci]))
     bar.close()
     return store.read()

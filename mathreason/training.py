@@ -183,6 +183,8 @@ def training_arguments(
     precision, checkpoints every ``save_steps``, CPU or GPU, DeepSpeed JSON; ``extra`` adds fields."""
     from transformers import TrainingArguments
 
+    from mathreason.tracking import report_to
+
     bf16, grad_ckpt, _ = resolve_precision(cfg)
     kwargs: dict[str, Any] = dict(
         output_dir=str(ckpt_dir),
@@ -205,7 +207,7 @@ def training_arguments(
         save_total_limit=cfg.save_total_limit,
         seed=seed,
         data_seed=seed,
-        report_to="none",
+        report_to=report_to(),  # tracking.backend, set by mathreason.tracking.training_env for the stage
         deepspeed=cfg.deepspeed,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,

@@ -6,7 +6,8 @@ Subcommands (each reads and writes a run folder):
 - ``stargraph posttrain [RUN_DIR] --init CKPT``: one post-training arm from an SFT checkpoint;
 - ``stargraph reproduce [RUN_DIR] --preset quick|paper``: SFT per seed, the Fig. 8 arms, CSVs,
   figures and ``summary.json``;
-- ``stargraph sweep [RUN_DIR] --preset sweep``: a grid of post-training runs in parallel workers;
+- ``stargraph sweep [RUN_DIR] --preset sweep``: a grid of post-training runs in parallel workers,
+  or as Ray tasks on a cluster with ``--executor ray`` (docs/cluster.md);
 - ``stargraph figures RUN_DIR``: redraw the figures of a reproduce or sweep folder;
 - ``stargraph rescore RUN_DIR...``: every current metric of the saved checkpoints, without retraining
   (``rescore.jsonl`` / ``rescore.csv`` next to them);
@@ -28,6 +29,8 @@ from shared.configlib import GRAMMAR, add_config_arguments
 from . import configlib
 from .config import PRESET_DIR, AnalysisConfig, PostTrainConfig, ReproduceConfig, SweepConfig, TrainConfig, resolve
 from .configlib import ConfigError
+
+BACKENDS = ("none", "tensorboard", "wandb", "trackio")  # shared.tracking.BACKENDS (not imported: --help stays light)
 
 COMMANDS = {
     "train": (TrainConfig, "train", "quick"),
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp, presets=presets, default_preset=default_preset,
             preset_note=f"; its '{section}:' section is used" if section else "",
         )
+        if name in ("train", "posttrain"):
+            sp.add_argument("--tracking", default="none", choices=BACKENDS, help="mirror the run's metrics.jsonl into a tracker (tensorboard: <run folder>/tb)")
         if name == "sweep":
             sp.add_argument("--dry-run", action="store_true", help="print the SFT runs and grid points (with their settings) and exit")
         configlib.add_dataclass_args(sp, cls)
@@ -111,17 +116,43 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe(cfg, run_dir))
         return 0
-    if args.command == "train":
-        from .train import train_sft
+    if args.command == "posttrain" and not cfg.init:
+        print("stargraph posttrain: --init CKPT is required (an SFT checkpoint .pt)", file=sys.stderr)
+        return 2
+    from shared.executors import JobsFailed
 
-        train_sft(cfg, run_dir)
-    elif args.command == "posttrain":
-        from .posttrain import posttrain
+    try:
+        _run_command(args, cfg, run_dir)
+    except JobsFailed as e:
+        print(f"stargraph {args.command}: {e}\nre-run the same command to retry them", file=sys.stderr)
+        return 1
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"stargraph {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stargraph {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    print(f"stargraph {args.command}: outputs in {run_dir}")
+    return 0
 
-        if not cfg.init:
-            print("stargraph posttrain: --init CKPT is required (an SFT checkpoint .pt)", file=sys.stderr)
-            return 2
-        posttrain(cfg, run_dir)
+
+def _run_command(args, cfg, run_dir: Path) -> None:
+    if args.command in ("train", "posttrain"):
+        from shared.tracking import TrackingConfig
+
+        from .tracking import mirrored
+
+        tracking = TrackingConfig(backend=args.tracking)
+        if args.command == "train":
+            from .train import train_sft
+
+            with mirrored(tracking, run_dir, run_dir.name, cfg):
+                train_sft(cfg, run_dir)
+        else:
+            from .posttrain import posttrain
+
+            with mirrored(tracking, run_dir, run_dir.name, cfg):
+                posttrain(cfg, run_dir)
     elif args.command == "reproduce":
         from .reproduce import reproduce
 
@@ -133,13 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "analysis":
         from .analysis import analyse
 
-        try:
-            analyse(cfg, run_dir)
-        except FileNotFoundError as e:
-            print(f"stargraph analysis: {e}", file=sys.stderr)
-            return 2
-    print(f"stargraph {args.command}: outputs in {run_dir}")
-    return 0
+        analyse(cfg, run_dir)
 
 
 if __name__ == "__main__":

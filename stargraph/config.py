@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 from shared.configlib import FieldError, inherit, renamed, renamed_path, upgrade_names
+from shared.executors import RayConfig
+from shared.tracking import TrackingConfig
 
 from . import configlib
 from .configlib import ConfigError
@@ -305,6 +307,14 @@ class ReproduceConfig:
     "Every post-training arm (panels and comparisons)."
     workers: int = 1
     "Parallel worker processes (each gets cores / workers torch threads)."
+    executor: Literal["local", "ray"] = "local"
+    "local = this machine (workers processes); ray = one Ray task per run folder on the cluster of the ray section."
+    ray: RayConfig = field(default_factory=RayConfig)
+    "Ray cluster and per-task resources (with executor: ray)."
+    retries: int = 1
+    "Extra attempts of a run that fails before it is reported as failed."
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    "Experiment tracking of every run folder (the scalars of its metrics.jsonl)."
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     "Runtime settings of every stage (replace train.runtime and posttrain.runtime)."
 
@@ -313,6 +323,8 @@ class ReproduceConfig:
         self.posttrain.runtime = self.runtime
         for a in self.arms:
             check_renamed_keys(PostTrainConfig, a.set, "arms", f"arm {a.name!r}: set")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names) or any(not n for n in names):
             raise ValueError(f"arm names must be unique and non-empty: {names}")
@@ -375,13 +387,23 @@ class SweepConfig:
     only: list[dict[str, object]] = field(default_factory=list)
     "Keep only the grid points matching at least one of these partial points (empty = the whole grid), e.g. [{objective: awr, init_step: 1000}, {objective: sft, pool: resampled}]; keys: graph, n_train, variant, objective, pool, init_step."
     workers: int = 0
-    "Worker processes (0 = auto: one single-threaded worker per core on CPU, one worker on CUDA); each gets cores / workers torch threads."
+    "Worker processes with executor: local (0 = auto: one single-threaded worker per core on CPU, one worker on CUDA); each gets cores / workers torch threads."
+    executor: Literal["local", "ray"] = "local"
+    "local = this machine (workers processes); ray = every SFT run and grid point a Ray task on the cluster of the ray section (resources: ray.cpus_per_task, ray.gpus_per_task)."
+    ray: RayConfig = field(default_factory=RayConfig)
+    "Ray cluster and per-task resources (with executor: ray)."
+    retries: int = 1
+    "Extra attempts of a run (SFT or point) that fails; after them it is listed in failed.json and the sweep exits with an error."
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    "Experiment tracking of every run folder (the scalars of its metrics.jsonl)."
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     "Runtime settings of every stage (replace train.runtime and posttrain.runtime)."
 
     def __post_init__(self) -> None:
         self.train.runtime = self.runtime
         self.posttrain.runtime = self.runtime
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
         allowed = {"graph", "n_train", "variant", "objective", "pool", "init_step"}
         for i, sel in enumerate(self.only):
             if not isinstance(sel, dict) or not sel or set(sel) - allowed:

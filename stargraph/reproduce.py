@@ -58,7 +58,7 @@ def reproduce(cfg: ReproduceConfig, run_dir: str | Path, log: Log = print) -> di
         [Task("posttrain", arm_config(cfg, a, s, run_dir), str(arm_dir(run_dir, s, a.name)), f"seed{s}/{a.name}") for a in cfg.arms]
         for s in cfg.seeds
     ]
-    with Runner(cfg.workers) as runner:
+    with Runner(cfg.workers, executor=cfg.executor, ray=cfg.ray, retries=cfg.retries, tracking=cfg.tracking, log=log) as runner:
         # each seed's arms start as soon as that seed's SFT is done
         sft_results, arm_results = runner.run_staged(sft_tasks, arm_tasks)
     summary = collect(cfg, run_dir)

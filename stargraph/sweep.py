@@ -1,5 +1,6 @@
 """``stargraph sweep``: seeds x graph sizes x training-set sizes x checkpoints x objectives x pool
-policies x variants, in parallel worker processes; every grid point is a run folder (resumable).
+policies x variants, on an executor (local worker processes, or Ray tasks on a cluster with
+``executor: ray``); every grid point is a run folder (resumable).
 
 Layout::
 
@@ -11,7 +12,10 @@ Layout::
     SWEEP_DIR/curves.csv                                            every evaluation of every point
     SWEEP_DIR/sweep_test_acc.png, sweep_curves.png
 
-A point whose folder is complete is skipped, so re-running the same command resumes the sweep.
+A point whose folder is complete is skipped, so re-running the same command resumes the sweep. A run
+that fails is retried ``retries`` times; one that still fails (and the points of a failed SFT run) is
+listed in ``SWEEP_DIR/failed.json`` and the sweep raises :class:`shared.executors.JobsFailed` after
+every other point finished. Ctrl-C cancels the runs in flight (:mod:`stargraph.parallel`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Callable
 import torch
 
 from shared.configlib import old_path
+from shared.executors import JobsFailed
 
 from . import configlib, runio
 from .config import PostTrainConfig, SweepConfig, TrainConfig, parse_graph
@@ -115,7 +120,7 @@ def describe(cfg: SweepConfig, sweep_dir: Path) -> str:
     """The plan of a sweep as text (``stargraph sweep --dry-run``): SFT runs, then every grid point
     with the fields that differ between points."""
     sft_tasks, points = plan(cfg, sweep_dir)
-    lines = [f"{len(sft_tasks)} SFT runs, {len(points)} grid points, {default_workers(cfg)} worker(s)"]
+    lines = [f"{len(sft_tasks)} SFT runs, {len(points)} grid points, {_where(cfg)}"]
     for t in sft_tasks:
         c = t.cfg
         lines.append(f"  sft {t.label}: max_steps {c.sft.max_steps}, learning_rate {c.sft.learning_rate}, goals {c.data.goals}, mix {c.data.mix_path_lens}, online {c.data.online}, checkpoints {sorted(set(c.sft.checkpoint_at))}")
@@ -129,26 +134,49 @@ def describe(cfg: SweepConfig, sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _where(cfg: SweepConfig) -> str:
+    if cfg.executor == "ray":
+        r = cfg.ray
+        return f"ray executor ({r.cpus_per_task:g} CPU, {r.gpus_per_task:g} GPU per run)"
+    return f"{default_workers(cfg)} worker(s)"
+
+
 def sweep(cfg: SweepConfig, sweep_dir: str | Path, log: Log = print) -> list[dict]:
+    """Run (or resume) the sweep; returns the rows of ``sweep.csv``.
+
+    Raises :class:`shared.executors.JobsFailed` (after writing the outputs of the points that finished
+    and ``failed.json``) when runs failed after their retries."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     runio.write_config(sweep_dir, cfg)
     sft_tasks, points = plan(cfg, sweep_dir)
     workers = default_workers(cfg)
     todo = [t for t, _ in points if not runio.is_done(Path(t.run_dir))]
-    log(f"[sweep] {len(sft_tasks)} SFT runs, {len(points)} grid points ({len(todo)} to run), {workers} worker(s)")
+    log(f"[sweep] {len(sft_tasks)} SFT runs, {len(points)} grid points ({len(todo)} to run), {_where(cfg)}")
     t0 = time.perf_counter()
     by_sft: dict[str, list[Task]] = {t.run_dir: [] for t in sft_tasks}
-    for t, _ in points:
-        if not runio.is_done(Path(t.run_dir)):
-            by_sft[str(Path(t.cfg.init).parent)].append(t)
-    with Runner(workers) as runner:
+    for t in todo:
+        by_sft[str(Path(t.cfg.init).parent)].append(t)
+    failed: list = []
+    runner = Runner(workers, executor=cfg.executor, ray=cfg.ray, retries=cfg.retries, tracking=cfg.tracking, log=log)
+    with runner:
         # each SFT's grid points start as soon as that SFT run is done
-        runner.run_staged(sft_tasks, [by_sft[t.run_dir] for t in sft_tasks])
+        try:
+            runner.run_staged(sft_tasks, [by_sft[t.run_dir] for t in sft_tasks])
+        except JobsFailed as e:
+            failed = e.failed
+    fpath = sweep_dir / "failed.json"
+    if failed:
+        runio.write_json(fpath, [{"key": o.key, "attempts": o.attempts, "error": o.error} for o in failed])
+    elif fpath.exists():
+        fpath.unlink()
     rows = aggregate(sweep_dir, points)
     from .figures import make_figures
 
     make_figures(sweep_dir)
+    if failed:
+        log(f"[sweep] {len(failed)} run(s) failed (listed in {fpath}); {len(rows)} of {len(points)} points in {sweep_dir / 'sweep.csv'}")
+        raise JobsFailed(failed)
     log(f"[sweep] done in {time.perf_counter() - t0:.0f}s; {sweep_dir / 'sweep.csv'}")
     return rows
 

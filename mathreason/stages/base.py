@@ -289,11 +289,15 @@ class Context:
         except RuntimeError as e:
             raise ConfigError(f"field backend.backend: {e}") from None
 
-    def make_sampler(self, path: str, tokenizer_path: str, backend_cfg):
+    def sampler_factory(self, path: str, tokenizer_path: str, backend_cfg):
+        """A picklable ``() -> Sampler`` (``functools.partial`` of :func:`mathreason.sampling.make_sampler`), for Ray actors."""
+        import functools
+
         from mathreason.sampling import make_sampler
 
         m = self.cfg.model
-        return make_sampler(
+        return functools.partial(
+            make_sampler,
             path,
             backend=backend_cfg.backend,
             tokenizer_path=tokenizer_path,
@@ -308,6 +312,21 @@ class Context:
             revision=m.revision if path == m.name_or_path else None,
             attn_implementation=m.attn_implementation,
         )
+
+    def make_sampler(self, path: str, tokenizer_path: str, backend_cfg):
+        return self.sampler_factory(path, tokenizer_path, backend_cfg)()
+
+    def shard_runner(self, worker_factory, backend_cfg):
+        """Ray actors for a stage's shards when ``actors.count > 0`` (each builds ``worker_factory()``), else None."""
+        a = self.cfg.actors
+        if a.count <= 0:
+            return None
+        from mathreason.executors import ActorShards
+
+        gpus = a.gpus
+        if gpus is None:
+            gpus = float(backend_cfg.tensor_parallel_size) if self.backend_name(backend_cfg) == "vllm" else 0.0
+        return ActorShards(worker_factory, a, self.cfg.ray, gpus=gpus)
 
     def encode_prompts(self, tokenizer, problems) -> list[tuple[str, str, list[int]]]:
         """``(problem id, prompt text, prompt ids)`` for every problem."""
@@ -414,7 +433,13 @@ def run_stage(stage: Stage, ctx: Context, *, force: bool = False) -> dict[str, A
         atomic_write_text(sdir / "config.yaml", dump_yaml(ctx.cfg))
     ctx.run.write_record(StageRecord(name, "running", key, inputs=inputs, started=started))
     ctx.run.log_metrics(name, event="start", key=key)
-    summary = stage.execute(ctx, key)
+    if stage.training:
+        from mathreason.tracking import training_env
+
+        with training_env(ctx.cfg.tracking, ctx.run.root, name):
+            summary = stage.execute(ctx, key)
+    else:
+        summary = stage.execute(ctx, key)
     outputs = {rel: ctx.run.fingerprint(sdir / rel) for rel in stage.outputs(ctx)}
     finished = time.time()
     summary = {**summary, "seconds": round(finished - started, 3)}

@@ -10,13 +10,14 @@ Writes ``advantages.jsonl`` (one row per valued response), ``summary.json`` and,
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl, write_jsonl_atomic
 from mathreason.stages.base import Context, Stage, StageError, require_file
 
-__all__ = ["AdvantagesStage", "build_responses", "completion_decoder", "make_rollout_fn", "select_rows"]
+__all__ = ["AdvantagesStage", "RolloutWorker", "build_responses", "completion_decoder", "make_rollout_fn", "select_rows"]
 
 
 def completion_decoder(tok):
@@ -112,6 +113,33 @@ def make_rollout_fn(sampler, decode, *, gold_by_id, dataset, params, settings, k
     return rollout
 
 
+class RolloutWorker:
+    """A rollout function (:func:`make_rollout_fn`) with its own sampler and tokenizer, built on first use:
+    the worker of one process, or of one Ray actor (:class:`mathreason.executors.ActorShards`)."""
+
+    def __init__(self, sampler_factory, tokenizer_path: str, *, trust_remote_code: bool = False, **rollout_kwargs) -> None:
+        self._factory = sampler_factory
+        self._tok = (tokenizer_path, trust_remote_code)
+        self._kwargs = rollout_kwargs
+        self._sampler = None
+        self._fn = None
+
+    def run(self, prefixes):
+        if self._fn is None:
+            from mathreason.models import load_tokenizer
+
+            decode = completion_decoder(load_tokenizer(self._tok[0], trust_remote_code=self._tok[1]))
+            self._sampler = self._factory()
+            self._fn = make_rollout_fn(self._sampler, decode, **self._kwargs)
+        return self._fn(prefixes)
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
+            self._fn = None
+
+
 class AdvantagesStage(Stage):
     """Q of step prefixes by rollouts, advantages (Eq. 3) and first pits of the sampled responses."""
 
@@ -182,25 +210,29 @@ class AdvantagesStage(Stage):
         missing = sorted({r.problem_id for r in responses} - set(gold))
         if missing:
             raise StageError(f"{self._graded(ctx)}: rows of problems not in D_syn (e.g. {missing[0]!r}); re-run sample and grade")
-        sampler = ctx.make_sampler(path, tok_path, a.backend) if responses else None
+        worker = functools.partial(
+            RolloutWorker,
+            ctx.sampler_factory(path, tok_path, a.backend),
+            tok_path,
+            trust_remote_code=ctx.cfg.model.trust_remote_code,
+            gold_by_id=gold,
+            dataset=ctx.cfg.data.dataset,
+            params=params,
+            settings=settings,
+            keep_continuations=a.keep_continuations,
+            grade_workers=ctx.cfg.grade.workers,
+            grade_timeout=ctx.cfg.grade.timeout,
+        )
+        shards = ctx.shard_runner(worker, a.backend) if responses else None  # Ray actors with actors.count > 0
+        local = worker() if shards is None else None  # builds its sampler on first use: none without responses
         try:
-            rollout = make_rollout_fn(
-                sampler,
-                decode,
-                gold_by_id=gold,
-                dataset=ctx.cfg.data.dataset,
-                params=params,
-                settings=settings,
-                keep_continuations=a.keep_continuations,
-                grade_workers=ctx.cfg.grade.workers,
-                grade_timeout=ctx.cfg.grade.timeout,
+            out, summary = estimate_credit(
+                responses, local.run if local is not None else None, settings, folder=sdir / "rounds", key=key, progress=ctx.progress, shards=shards
             )
-            out, summary = estimate_credit(responses, rollout, settings, folder=sdir / "rounds", key=key, progress=ctx.progress)
         finally:
-            if sampler is not None:
-                sampler.close()
+            (local if local is not None else shards).close()
         write_jsonl_atomic(sdir / "advantages.jsonl", out)
-        summary = {"backend": sampler.backend if sampler is not None else None, "selected": len(rows), **summary}
+        summary = {"backend": ctx.backend_name(a.backend) if responses else None, "selected": len(rows), **summary}
         atomic_write_json(sdir / "summary.json", summary)
         ctx.run.log_metrics("advantages", event="summary", **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
         return {k: v for k, v in summary.items() if not isinstance(v, dict)}

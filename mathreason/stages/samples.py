@@ -53,7 +53,13 @@ class SampleStage(Stage):
             ({"problem_id": pid, "prompt_id": prompt_id(ids), "prompt": text, "prompt_ids": ids} for pid, text, ids in prompts),
         )
         params = SamplingParams(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, stop=ctx.stop(c.stop))
-        sampler = ctx.make_sampler(path, tok_path, c.backend)
+        from functools import partial
+
+        from mathreason.executors import SampleWorker
+
+        factory = ctx.sampler_factory(path, tok_path, c.backend)
+        shards = ctx.shard_runner(partial(SampleWorker, factory, params, n=c.n, seed=ctx.cfg.seed, tag="sample"), c.backend)
+        sampler = factory() if shards is None else None
         t0 = time.time()
         try:
             rows = sample_to_store(
@@ -68,14 +74,15 @@ class SampleStage(Stage):
                 chunk_size=c.chunk_size,
                 progress=ctx.progress,
                 desc="sample",
+                shards=shards,
             )
         finally:
-            sampler.close()
+            (sampler if sampler is not None else shards).close()
         seconds = time.time() - t0
         write_jsonl_atomic(sdir / "samples.jsonl", rows)
         tokens = sum(len(r["token_ids"]) for r in rows)
         return {
-            "backend": sampler.backend,
+            "backend": sampler.backend if sampler is not None else ctx.backend_name(c.backend),
             "questions": len(prompts),
             "rows": len(rows),
             "generated_tokens": tokens,
