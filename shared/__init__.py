@@ -7,6 +7,7 @@ Pure functions on tensors:
 - :mod:`shared.advantages`: Monte-Carlo and exact Q-values, best-of-K, step advantages, first pit.
 - :mod:`shared.pairs`: preference-pair builders (random, max edit distance, first pit).
 - :mod:`shared.efficiency`: power-law fits and the data-efficiency ratio.
+- :mod:`shared.objectives`: objective specs (pool, Q, batch type, loss), typed batches, the registry type.
 
 Run plumbing both front ends need (standard library only):
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "pairs", "runio")
+_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "objectives", "pairs", "runio")
 
 _EXPORTS = {
     "logprobs": ("token_logprobs", "sequence_logprobs", "step_logprobs", "step_mask_from_ids"),
@@ -39,6 +40,7 @@ _EXPORTS = {
         "PairRows", "PairBatch", "flatten_steps", "pair_token_rows", "collate_pair_rows",
     ),
     "efficiency": ("fit_power_law", "predict_error", "equivalent_size", "data_efficiency"),
+    "objectives": ("ObjectiveSpec", "ObjectiveParams", "SequenceBatch", "PreferenceBatch"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
 
