@@ -110,3 +110,11 @@ def test_chosen_nll_ignores_the_negatives_and_preference_needs_a_reference():
     with pytest.raises(TypeError, match="PreferenceBatch"):
         dpo(SequenceBatch(batch.chosen_BT, batch.chosen_mask_BL), pi_c, PARAMS)
 
+
+def test_stargraph_registry_covers_the_config_objectives():
+    from stargraph.config import OBJECTIVES
+    from stargraph.objectives import SPECS
+
+    assert tuple(SPECS) == OBJECTIVES
+    assert {n for n, s in SPECS.items() if s.needs_q} == {"per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "awr"}
+    assert {n for n, s in SPECS.items() if s.pairs} == {"dpo", "per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo"}
