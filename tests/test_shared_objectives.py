@@ -118,3 +118,18 @@ def test_stargraph_registry_covers_the_config_objectives():
     assert tuple(SPECS) == OBJECTIVES
     assert {n for n, s in SPECS.items() if s.needs_q} == {"per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "awr"}
     assert {n for n, s in SPECS.items() if s.pairs} == {"dpo", "per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo"}
+
+
+def test_mathreason_registry_covers_the_pref_objectives():
+    import typing
+
+    from mathreason.credit_config import PrefConfig
+    from mathreason.preference import LOSS_TYPE, SPECS, objective_spec
+
+    assert set(SPECS) == set(typing.get_args(typing.get_type_hints(PrefConfig)["objective"]))
+    assert LOSS_TYPE == {"per_step_dpo": "sigmoid", "dpo": "sigmoid", "ipo": "ipo", "dpop": "dpop"}
+    assert not SPECS["sft"].needs_ref and SPECS["sft"].pairs and not SPECS["awr"].pairs
+    # pref.sft_weight > 0 adds the chosen side's NLL to the preference losses only
+    assert objective_spec(PrefConfig(objective="dpo", sft_weight=0.5)).sft_term
+    assert not objective_spec(PrefConfig(objective="dpo")).sft_term
+    assert not objective_spec(PrefConfig(objective="sft", sft_weight=0.5)).sft_term
