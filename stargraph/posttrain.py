@@ -112,7 +112,7 @@ class PostTrainer:
         self.round = 0
         # The state of a run (see run / state): the current pool's batch, its sampler, running means.
         self.needs_pool = self.objective_spec.pool != "sft"
-        self.sft_sampler = None if self.needs_pool else EpochSampler(len(self.sft_data), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device)
+        self.sft_sampler: EpochSampler | None = None  # the sft / sft_critical controls' batches (made by run)
         self.batch: Batch | None = None
         self.sampler: CyclicSampler | None = None
         self.pool_stats: dict = {}
@@ -450,6 +450,8 @@ class PostTrainer:
         """Train (resuming from the run folder's snapshot when there is one), write ``final.pt`` and the
         ``DONE`` marker; return the last metrics record."""
         cfg = self.cfg
+        if not self.needs_pool:
+            self.sft_sampler = EpochSampler(len(self.sft_data), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device)
 
         def save(step: int) -> None:
             runio.save_checkpoint(self.run_dir / "final.pt", self.model, step=step, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
