@@ -30,7 +30,8 @@ from stargraph.config import ModelConfig, TrainConfig, resolve
 from stargraph.evaluate import generate, teacher_forced
 from stargraph.graphs import GraphSpec, make_splits, write_ntf_file
 from stargraph.model import resolve_device
-from stargraph.train import EpochSampler, build_model, sft_step_loss
+from stargraph.loop import EpochSampler, make_optimizer, sft_step_loss
+from stargraph.train import build_model
 from stargraph.tokenizer import tokenize_graphs
 
 
@@ -48,7 +49,7 @@ def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: 
     train = tokenize_graphs(train_g, dev)
     test = tokenize_graphs(test_g, dev)
     model = build_model(cfg, spec, train.T, dev)
-    opt = runio.make_optimizer(model, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay, betas=(cfg.sft.beta1, cfg.sft.beta2))
+    opt = make_optimizer(model, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay, betas=(cfg.sft.beta1, cfg.sft.beta2))
     fwd = torch.compile(model) if compile_ else model
     sampler = EpochSampler(len(train), cfg.sft.batch_size, torch.Generator(device=dev).manual_seed(0), dev)
 

@@ -14,6 +14,9 @@ subclass (:class:`PreferenceTrainer`) trains on token ids as stored by the ``pai
 * ``awr`` trains on the valued responses with :func:`shared.losses.advantage_weighted_loss`, token
   advantages from :func:`shared.advantages.steps_to_tokens`.
 
+Each ``pref.objective`` is an entry of :data:`SPECS`, a registry of :class:`shared.objectives.ObjectiveSpec`
+(the spec type stargraph's objectives use): its pool, whether it needs Q, its batch type and its loss.
+
 Reference. The reference is the initial policy (pi_sft). Its token log-probs on the scored tokens are
 computed once, before training, by one pass of that same model (under ``accelerate``, so FSDP/ZeRO-3
 shard it too), stored in ``<run_dir>/ref_logps/<key>.pt`` keyed by the pair file's and the reference's
@@ -27,6 +30,7 @@ rejected log-likelihoods of the scored tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import defaultdict
@@ -41,11 +45,23 @@ from mathreason.credit_config import PrefConfig
 from mathreason.runs import is_main_process
 from shared.advantages import steps_to_tokens
 from shared.logprobs import token_logprobs
-from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
+from shared.objectives import (
+    ObjectiveParams,
+    ObjectiveSpec,
+    PreferenceBatch,
+    SequenceBatch,
+    awr_objective,
+    chosen_nll_objective,
+    preference_objective,
+    registry,
+)
 from shared.pairs import PairRows, collate_pair_rows, pair_token_rows
 
 __all__ = [
+    "SPECS",
     "LOSS_TYPE",
+    "objective_spec",
+    "pair_batch",
     "trainer_class",
     "awr_items",
     "collate_awr",
@@ -57,8 +73,32 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOSS_TYPE = {"per_step_dpo": "sigmoid", "dpo": "sigmoid", "ipo": "ipo", "dpop": "dpop"}
-"""``pref.objective`` -> ``loss_type`` of :func:`shared.losses.per_step_dpo_loss`."""
+
+def _preference(name: str, pool: str, loss_type: str) -> ObjectiveSpec:
+    return ObjectiveSpec(name, pool, needs_q=pool == "first_pit_pairs", batch_type=PreferenceBatch, loss=preference_objective, loss_type=loss_type)
+
+
+SPECS = registry(
+    _preference("per_step_dpo", "first_pit_pairs", "sigmoid"),
+    _preference("dpo", "pairs", "sigmoid"),
+    _preference("ipo", "pairs", "ipo"),
+    _preference("dpop", "pairs", "dpop"),
+    ObjectiveSpec("awr", "samples", needs_q=True, batch_type=SequenceBatch, loss=awr_objective),
+    ObjectiveSpec("sft", "pairs", needs_q=False, batch_type=PreferenceBatch, loss=chosen_nll_objective),
+)
+"""``pref.objective`` -> its :class:`shared.objectives.ObjectiveSpec` (the same spec type as stargraph's).
+``pairs`` objectives train on a pair file of the ``pairs`` stage (``pref.pairs``), ``awr`` on the valued
+responses; the ``sft`` control scores the chosen sides only and needs no reference pass."""
+
+LOSS_TYPE = {name: spec.loss_type for name, spec in SPECS.items() if spec.loss_type is not None}
+"""``pref.objective`` -> ``loss_type`` of :func:`shared.losses.per_step_dpo_loss` (a view of :data:`SPECS`)."""
+
+
+def objective_spec(pref: PrefConfig) -> ObjectiveSpec:
+    """The spec ``pref`` trains with: ``SPECS[pref.objective]``, plus the chosen side's NLL weighted by
+    ``pref.sft_weight`` on a preference loss when that weight is positive."""
+    spec = SPECS[pref.objective]
+    return dataclasses.replace(spec, sft_term=True) if spec.needs_ref and pref.sft_weight > 0 else spec
 
 
 # ====================================================================== items and batches
@@ -150,6 +190,20 @@ def collate_awr(items: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, to
     return {"input_ids": ids, "attention_mask": att, "step_ids": step[:, 1:], "step_advantages": adv}
 
 
+def pair_batch(batch: Mapping[str, torch.Tensor]) -> PreferenceBatch:
+    """The :class:`shared.objectives.PreferenceBatch` of a :func:`collate_pairs` batch (label positions 1..T-1)."""
+    return PreferenceBatch(
+        chosen_BT=batch["chosen_ids"],
+        rejected_BT=batch["rejected_ids"],
+        chosen_mask_BL=batch["chosen_mask"],
+        rejected_mask_BL=batch["rejected_mask"],
+        ref_chosen_BL=batch.get("ref_chosen"),
+        ref_rejected_BL=batch.get("ref_rejected"),
+        chosen_attention_BT=batch["chosen_attention"],
+        rejected_attention_BT=batch["rejected_attention"],
+    )
+
+
 def sequence_token_logps(model, ids_BT: torch.Tensor, attention_BT: torch.Tensor) -> torch.Tensor:
     """``(B, T - 1)`` log-prob of each next token (label positions 1..T-1) under ``model``."""
     logits_BTV = model(input_ids=ids_BT, attention_mask=attention_BT, use_cache=False).logits
@@ -233,55 +287,47 @@ def trainer_class():
         def __init__(self, *args, pref: PrefConfig, **kwargs):
             super().__init__(*args, **kwargs)
             self.pref = pref
+            self.objective = objective_spec(pref)
+            self.params = ObjectiveParams.of(pref)
             self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation
             self.model_accepts_loss_kwargs = False
             self._stored: dict[str, list[float]] = defaultdict(list)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ARG002
-            p = self.pref
-            if p.objective == "awr":
+            spec = self.objective
+            if spec.batch_type is SequenceBatch:  # awr: responses with per-step advantages
                 logps = sequence_token_logps(model, inputs["input_ids"], inputs["attention_mask"])
                 step_ids = inputs["step_ids"]
                 adv_BT = steps_to_tokens(inputs["step_advantages"].to(logps.dtype), step_ids)
-                out = advantage_weighted_loss(logps, adv_BT, step_ids >= 0, beta=p.beta, max_weight=p.awr_max_weight)
-                loss = out.loss_B.mean()
-                self._store(loss=loss, awr_clipped_fraction=out.clipped_fraction_B.mean(),
-                            awr_mean_weight=(out.weights_BT.sum() / (step_ids >= 0).sum().clamp(min=1)))
-                return (loss, {}) if return_outputs else loss
+                batch = SequenceBatch(inputs["input_ids"], step_ids >= 0, adv_BL=adv_BT, attention_BT=inputs["attention_mask"])
+                out = spec(batch, logps, self.params)
+                self._store(loss=out.loss, awr_clipped_fraction=out.out.clipped_fraction_B.mean(),
+                            awr_mean_weight=(out.out.weights_BT.sum() / (step_ids >= 0).sum().clamp(min=1)))
+                return (out.loss, {}) if return_outputs else out.loss
+            batch = pair_batch(inputs)
             pi_c, pi_r = pair_logps(model, inputs)
-            mc, mr = inputs["chosen_mask"], inputs["rejected_mask"]
-            if p.objective == "sft":  # the control: the chosen sides' NLL, the negatives unused
-                loss = sft_loss(pi_c, mc).loss_B.mean()
-                self._store(loss=loss, **{"logps/chosen": torch.where(mc, pi_c, torch.zeros_like(pi_c)).sum(-1).detach().mean()})
-                return (loss, {}) if return_outputs else loss
-            out = per_step_dpo_loss(
-                pi_c, pi_r, inputs["ref_chosen"].to(pi_c.dtype), inputs["ref_rejected"].to(pi_r.dtype), mc, mr,
-                beta=p.beta, label_smoothing=p.label_smoothing if LOSS_TYPE[p.objective] == "sigmoid" else 0.0,
-                loss_type=LOSS_TYPE[p.objective], lam=p.dpop_lambda,
-            )
-            pref_loss = out.loss_B.mean()
-            loss = pref_loss
+            out = spec(batch, (pi_c, pi_r), self.params)
+            mc, mr = batch.chosen_mask_BL, batch.rejected_mask_BL
             chosen_ll = torch.where(mc, pi_c, torch.zeros_like(pi_c)).sum(-1).detach()
+            if not spec.needs_ref:  # the sft control: the chosen sides' NLL, the negatives unused
+                self._store(loss=out.loss, **{"logps/chosen": chosen_ll.mean()})
+                return (out.loss, {}) if return_outputs else out.loss
             rejected_ll = torch.where(mr, pi_r, torch.zeros_like(pi_r)).sum(-1).detach()
-            extra = {}
-            if p.sft_weight > 0:
-                s = sft_loss(pi_c, mc).loss_B.mean()
-                loss = loss + p.sft_weight * s
-                extra["sft_term"] = s
+            o = out.out
             self._store(
-                loss=loss,
-                pref_loss=pref_loss,
+                loss=out.loss,
+                pref_loss=out.term,
                 **{
-                    "rewards/chosen": out.chosen_rewards_B.mean(),
-                    "rewards/rejected": out.rejected_rewards_B.mean(),
-                    "rewards/margins": out.margins_B.mean(),
-                    "rewards/accuracies": out.accuracies_B.mean(),
+                    "rewards/chosen": o.chosen_rewards_B.mean(),
+                    "rewards/rejected": o.rejected_rewards_B.mean(),
+                    "rewards/margins": o.margins_B.mean(),
+                    "rewards/accuracies": o.accuracies_B.mean(),
                     "logps/chosen": chosen_ll.mean(),
                     "logps/rejected": rejected_ll.mean(),
                 },
-                **extra,
+                **({} if out.sft_term is None else {"sft_term": out.sft_term}),
             )
-            return (loss, {}) if return_outputs else loss
+            return (out.loss, {}) if return_outputs else out.loss
 
         def _store(self, **values: torch.Tensor) -> None:
             for k, v in values.items():
@@ -353,8 +399,8 @@ def train_preference(
     pad_id = int(tokenizer.pad_token_id)
     # The reference log-probs serve the DPO-family losses only: awr trains on responses, and the sft control
     # on the chosen sides alone.
-    pairs = pref.objective != "awr"
-    needs_ref = pairs and pref.objective != "sft"
+    spec = SPECS[pref.objective]
+    pairs, needs_ref = spec.pairs, spec.needs_ref
     ref_source = "none"
     if needs_ref:
         ref = None

@@ -9,6 +9,7 @@ Pure functions on tensors:
 - :mod:`shared.efficiency`: power-law fits and the data-efficiency ratio.
 - :mod:`shared.steptree`: tabular step trees on which Q, advantages and the losses' optima are exact
   (the teaching notebooks' toy problem).
+- :mod:`shared.objectives`: objective specs (pool, Q, batch type, loss), typed batches, the registry type.
 
 Run plumbing both front ends need (standard library only):
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "pairs", "runio", "steptree")
+_SUBMODULES = ("advantages", "configlib", "efficiency", "logprobs", "losses", "objectives", "pairs", "runio", "steptree")
 
 _EXPORTS = {
     "logprobs": ("token_logprobs", "sequence_logprobs", "step_logprobs", "step_mask_from_ids"),
@@ -41,6 +42,7 @@ _EXPORTS = {
         "PairRows", "PairBatch", "flatten_steps", "pair_token_rows", "collate_pair_rows",
     ),
     "efficiency": ("fit_power_law", "predict_error", "equivalent_size", "data_efficiency"),
+    "objectives": ("ObjectiveSpec", "ObjectiveParams", "SequenceBatch", "PreferenceBatch"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
 

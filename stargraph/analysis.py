@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from shared.losses import sft_loss
+from shared.objectives import PreferenceBatch
 
 from . import configlib
 from .config import AnalysisConfig, PoolConfig, PostTrainConfig, RuntimeConfig
@@ -81,12 +82,11 @@ def gradient_alignment(
     pool = pt.build_pool()
     batches = pt.make_batches(pool)
     out: dict = {"init": str(init), "init_step": pt.init_step, "construction": construction, "beta": beta, **pool.stats}
-    if batches.kind != "pairs" or batches.n == 0:
+    if not isinstance(batches, PreferenceBatch):
         out["pairs"] = 0
         return out
-    t = batches.tensors
-    n = batches.n
-    rmask = t["rejected_mask"]
+    n = len(batches)
+    rmask = batches.rejected_mask_BL
     pit_crit = (rmask[:, 1] & (rmask.sum(1) == 1)).nonzero().squeeze(1)
     out["pairs"] = n
     out["pairs_pit_at_critical"] = int(pit_crit.numel())
@@ -111,7 +111,7 @@ def gradient_alignment(
     all_rows = torch.arange(n)
     grads = {
         "psdpo": _grad_of(model, psdpo(all_rows)),
-        "sftc_pairs": _grad_of(model, sft_on(t["chosen"], slice(1, 2))),
+        "sftc_pairs": _grad_of(model, sft_on(batches.chosen_BT, slice(1, 2))),
         "sftc": _grad_of(model, sft_on(uni, slice(1, 2))),
         "sft": _grad_of(model, sft_on(uni, slice(0, None))),
         "sft_lookup": _grad_of(model, sft_on(uni, slice(2, None))),

@@ -21,9 +21,13 @@ graph once per arm), goals inside an arm, or mixed shorter families.  A pool the
 graphs with all their queries, and the ``sft`` / ``sft_critical`` controls train on the same query set.
 ``pool.arm_negatives`` adds one constructed negative per other arm to every query.
 
-The reference of the preference losses is the starting checkpoint (frozen); its token log-probs are
-computed once per pool.  A post-training run is short; when killed it restarts from its start (its
-metrics file is rewritten), so nothing is duplicated.
+Each objective is an entry of :data:`stargraph.objectives.SPECS` (its pool, whether it needs Q, its
+batch type and its loss); batches are the typed :class:`shared.objectives.SequenceBatch` /
+:class:`shared.objectives.PreferenceBatch`.  The reference of the preference losses is the starting
+checkpoint (frozen); its token log-probs are computed once per pool.  The training loop is
+:func:`stargraph.loop.run_loop`: a run snapshots at every evaluation (model, optimizer, RNG streams,
+the current pool's batches) and a killed run resumes from its last snapshot, ending as an
+uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -31,45 +35,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
 
 from shared.advantages import first_pit, step_advantages, steps_to_tokens
 from shared.logprobs import token_logprobs
-from shared.losses import advantage_weighted_loss, per_step_dpo_loss, sft_loss
+from shared.objectives import ObjectiveOutput, ObjectiveParams, PreferenceBatch, SequenceBatch, awr_objective
 from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit_distance_pairs, pair_token_rows, random_pairs
 
 from . import runio
 from .config import DataConfig, PostDataConfig, PostTrainConfig, check_mix
 from .evaluate import evaluate, source_children
 from .graphs import GraphSpec
+from .loop import CyclicSampler, EpochSampler, lr_at, make_optimizer, run_loop, setup_runtime, target_logps
 from .model import GPT, autocast
+from .objectives import spec_of
 from .rollouts import StepQ, exact_step_q, mc_step_q, on_path, sample_responses, true_path_step_q
 from .queries import QueryOptions, QuerySet, fresh_queries, load_query_data
 from .tokenizer import TokenizedGraphs
-from .train import EpochSampler, setup_runtime
 
 Log = Callable[[str], None]
 
-PAIR_OBJECTIVES = ("dpo", "per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo")
-NEEDS_Q = ("per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "awr")
-LOSS_TYPE = {"dpo": "sigmoid", "per_step_dpo": "sigmoid", "per_step_dpo_sft": "sigmoid", "per_step_dpop": "dpop", "per_step_ipo": "ipo"}
-
-
-class CyclicSampler:
-    """Batches of ``bs`` indices from successive seeded permutations of ``range(n)`` (any ``n >= 1``)."""
-
-    def __init__(self, n: int, bs: int, generator: torch.Generator) -> None:
-        self.n, self.bs, self.g = n, bs, generator
-        self.buf = torch.empty(0, dtype=torch.long)
-
-    def next(self) -> torch.Tensor:
-        while self.buf.numel() < self.bs:
-            self.buf = torch.cat([self.buf, torch.randperm(self.n, generator=self.g)])
-        out, self.buf = self.buf[: self.bs], self.buf[self.bs :]
-        return out
+Batch = Union[SequenceBatch, PreferenceBatch]
 
 
 @dataclass
@@ -85,18 +74,13 @@ class Pool:
     stats: dict = field(default_factory=dict)
 
 
-@dataclass
-class Batches:
-    """Training tensors built from a pool (on the device), for one family of objectives."""
-
-    kind: str  # "pairs" | "seqs" | "empty"
-    n: int
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 class PostTrainer:
+    """One post-training run: pools, batches and losses of ``cfg.objective``; the :class:`stargraph.loop.Task` of :meth:`run`."""
+
     def __init__(self, cfg: PostTrainConfig, run_dir: Path, log: Log = print) -> None:
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.objective_spec = spec_of(cfg.objective)
+        self.params = ObjectiveParams.of(cfg)
         rt = cfg.runtime
         self.device = setup_runtime(rt)
         self.model, ck = runio.load_checkpoint(cfg.init, self.device)
@@ -124,8 +108,17 @@ class PostTrainer:
         self.gen_batch = torch.Generator().manual_seed(cfg.seed * 104729 + 5)
         self.rng = np.random.default_rng([cfg.seed, 11])
         self.rng_goals = np.random.default_rng([cfg.seed, 13])  # random_node goals of fresh pools
-        self.opt = runio.make_optimizer(self.model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(self.model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.round = 0
+        # The state of a run (see run / state): the current pool's batch, its sampler, running means.
+        self.needs_pool = self.objective_spec.pool != "sft"
+        self.sft_sampler: EpochSampler | None = None  # the sft / sft_critical controls' batches (made by run)
+        self.batch: Batch | None = None
+        self.sampler: CyclicSampler | None = None
+        self.pool_stats: dict = {}
+        self.pool_time = 0.0
+        self.acc: dict[str, list[torch.Tensor]] = {}
+        self.skipped = 0
 
     # ------------------------------------------------------------ pools
 
@@ -160,7 +153,7 @@ class PostTrainer:
             stats["pool/arm_negatives"] = int(g_add.numel())
         pool = Pool(graphs, graph_M, resp, correct)
         stats.update({"pool/samples": int(resp.shape[0]), "pool/negatives": int((~correct).sum())})
-        if cfg.objective in NEEDS_Q:
+        if self.objective_spec.needs_q:
             pool.q = self._step_q(sampler, graphs, graph_M, resp)
             mask = graphs.step_mask(graph_M)
             pool.pit_M = first_pit(pool.q.q_MS, mask, threshold=cfg.pit_threshold)
@@ -214,21 +207,21 @@ class PostTrainer:
 
     # ------------------------------------------------------------ batches from a pool
 
-    def make_batches(self, pool: Pool) -> Batches:
-        obj = self.cfg.objective
-        if obj in PAIR_OBJECTIVES:
+    def make_batches(self, pool: Pool) -> Batch | None:
+        """The training batch of the objective's pool (on the device); None when it has no example (or
+        the objective trains on the SFT data)."""
+        spec = self.objective_spec
+        if spec.pool == "sft":
+            return None
+        if spec.pairs:
             return self._pair_batches(pool)
-        if obj == "rft":
-            keep = pool.correct_M.nonzero().squeeze(1)
-            return self._seq_batches(pool, keep, adv=None)
-        if obj == "awr":
-            return self._seq_batches(pool, torch.arange(pool.resp_MS.shape[0]), adv=True)
-        return Batches("empty", 0)
+        keep = pool.correct_M.nonzero().squeeze(1) if spec.pool == "correct" else torch.arange(pool.resp_MS.shape[0])
+        return self._seq_batches(pool, keep, adv=spec.loss is awr_objective)
 
     def _prompt(self, graphs: TokenizedGraphs, g: int) -> list[int]:
         return graphs.tokens_NT[g, : self.P + 1].tolist()
 
-    def _pair_batches(self, pool: Pool) -> Batches:
+    def _pair_batches(self, pool: Pool) -> PreferenceBatch | None:
         cfg = self.cfg
         stats = PairStats()
         graphs = pool.graphs
@@ -251,7 +244,7 @@ class PostTrainer:
             k = int(n_steps[g])
             positives = [tuple(int(x) for x in path_np[g, 1 : 1 + k])]
             negatives = [tuple(int(x) for x in resp_np[r, :k]) for r in neg_rows]
-            if cfg.objective == "dpo":
+            if self.objective_spec.pool == "pairs":  # whole responses
                 if cfg.pairing == "random":
                     pairs = random_pairs(positives, negatives, seed=self.rng)
                 else:
@@ -268,24 +261,23 @@ class PostTrainer:
             pool.stats["pool/dropped_no_pit"] = stats.negatives_without_pit
             pool.stats["pool/dropped_no_continuation"] = stats.negatives_without_continuation
         if n == 0:
-            return Batches("empty", 0)
+            return None
         # Rows prompt + prefix + side, padded to T; the masks mark each side's own steps (not the shared
         # prefix). Targets are the row positions P .. T - 1 (see _logps), so the masks are sliced there.
         b = collate_pair_rows(rows, pad_id=self.pad, length=self.T)
         chosen = b.chosen_BT.to(self.device)
         rejected = b.rejected_BT.to(self.device)
-        t = {
-            "chosen": chosen,
-            "rejected": rejected,
-            "chosen_mask": b.chosen_mask_BT[:, self.P :].contiguous().to(self.device),
-            "rejected_mask": b.rejected_mask_BT[:, self.P :].contiguous().to(self.device),
-        }
-        # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
-        # target, source included (nothing else anchors the source copy that evaluation decodes).
-        t["sft_mask"] = graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device)
-        t["ref_chosen"] = self._ref_logps(chosen)
-        t["ref_rejected"] = self._ref_logps(rejected)
-        return Batches("pairs", n, t)
+        return PreferenceBatch(
+            chosen_BT=chosen,
+            rejected_BT=rejected,
+            chosen_mask_BL=b.chosen_mask_BT[:, self.P :].contiguous().to(self.device),
+            rejected_mask_BL=b.rejected_mask_BT[:, self.P :].contiguous().to(self.device),
+            ref_chosen_BL=self._ref_logps(chosen) if self.objective_spec.needs_ref else None,
+            ref_rejected_BL=self._ref_logps(rejected) if self.objective_spec.needs_ref else None,
+            # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
+            # target, source included (nothing else anchors the source copy that evaluation decodes).
+            sft_mask_BL=graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device),
+        )
 
     @torch.no_grad()
     def _ref_logps(self, seqs: torch.Tensor) -> torch.Tensor:
@@ -301,152 +293,175 @@ class PostTrainer:
             out.append(token_logprobs(logits.float(), s[:, self.P :]))
         return torch.cat(out)[inv]
 
-    def _seq_batches(self, pool: Pool, keep: torch.Tensor, adv: bool | None) -> Batches:
+    def _seq_batches(self, pool: Pool, keep: torch.Tensor, adv: bool) -> SequenceBatch | None:
         n = int(keep.numel())
         pool.stats["pool/sequences"] = n
         if n == 0:
-            return Batches("empty", 0)
+            return None
         g = pool.graph_M[keep]
         seq = pool.graphs.tokens_NT[g.to(self.device)].clone()
         seq[:, self.P + 1 :] = pool.resp_MS[keep].to(self.device)
         # The whole target, source included (its advantage is 0: AWR weight 1).
         mask = pool.graphs.target_mask_NL[g.to(pool.graphs.tokens_NT.device)].to(self.device)
-        t = {"seq": seq, "mask": mask}
-        if adv:
-            q = pool.q
-            smask = pool.graphs.step_mask(g)
-            a_MS = step_advantages(q.q_MS[keep], q.v0_M[keep], smask)
-            step_ids = torch.cat([torch.full((n, 1), -1), torch.arange(self.S).expand(n, -1)], dim=1)
-            t["adv"] = steps_to_tokens(a_MS, step_ids).float().to(self.device)
-            pool.stats["pool/adv_critical_mean"] = float(a_MS[:, 0].mean())
-        return Batches("seqs", n, t)
+        if not adv:
+            return SequenceBatch(seq, mask)
+        q = pool.q
+        smask = pool.graphs.step_mask(g)
+        a_MS = step_advantages(q.q_MS[keep], q.v0_M[keep], smask)
+        step_ids = torch.cat([torch.full((n, 1), -1), torch.arange(self.S).expand(n, -1)], dim=1)
+        pool.stats["pool/adv_critical_mean"] = float(a_MS[:, 0].mean())
+        return SequenceBatch(seq, mask, adv_BL=steps_to_tokens(a_MS, step_ids).float().to(self.device))
 
     # ------------------------------------------------------------ losses
 
     def _logps(self, seqs: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.cfg.runtime.amp):
-            logits = self.model(seqs[:, :-1], logits_from=self.P - 1)
-        return token_logprobs(logits, seqs[:, self.P :])
+        return target_logps(self.model, seqs, self.P, self.device, self.cfg.runtime.amp)
 
-    def step_loss(self, batches: Batches, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg, obj = self.cfg, self.cfg.objective
-        if obj in ("sft", "sft_critical"):
-            seq = self.sft_data.tokens_NT[idx]
-            lp = self._logps(seq)
-            mask = torch.zeros_like(lp, dtype=torch.bool)
-            if obj == "sft":
-                mask[:] = True if self.sft_mask is None else self.sft_mask[idx]
-            else:
-                mask[:, 1] = True
-            loss = sft_loss(lp, mask).loss_B.mean()
-            return loss, {"loss": loss.detach()}
-        t = {k: v[idx.to(v.device)] for k, v in batches.tensors.items()}
-        if batches.kind == "seqs":
-            lp = self._logps(t["seq"])
-            if obj == "rft":
-                loss = sft_loss(lp, t["mask"]).loss_B.mean()
-                return loss, {"loss": loss.detach()}
-            out = advantage_weighted_loss(lp, t["adv"], t["mask"], beta=cfg.beta, max_weight=cfg.awr_max_weight)
-            loss = out.loss_B.mean()
-            return loss, {"loss": loss.detach(), "awr_clipped": out.clipped_fraction_B.mean()}
-        B = t["chosen"].shape[0]
-        lp = self._logps(torch.cat([t["chosen"], t["rejected"]]))
-        pi_c, pi_r = lp[:B], lp[B:]
-        out = per_step_dpo_loss(
-            pi_c, pi_r, t["ref_chosen"], t["ref_rejected"], t["chosen_mask"], t["rejected_mask"],
-            beta=cfg.beta, label_smoothing=cfg.label_smoothing if LOSS_TYPE[obj] == "sigmoid" else 0.0,
-            loss_type=LOSS_TYPE[obj], lam=cfg.dpop_lambda,
-        )
-        loss = out.loss_B.mean()
+    def _sft_batch(self, idx: torch.Tensor) -> SequenceBatch:
+        """SFT-data rows ``idx`` scored on their target tokens, or on the critical token only."""
+        seq = self.sft_data.tokens_NT[idx]
+        mask = torch.zeros(seq.shape[0], self.T - self.P, dtype=torch.bool, device=seq.device)
+        if self.objective_spec.tokens == "critical":
+            mask[:, 1] = True
+        else:
+            mask[:] = True if self.sft_mask is None else self.sft_mask[idx]
+        return SequenceBatch(seq, mask)
+
+    def step_loss(self, batch: Batch | None, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of rows ``idx`` of ``batch`` (of the SFT data for the ``sft`` pool) and its diagnostics."""
+        spec = self.objective_spec
+        batch = self._sft_batch(idx) if spec.pool == "sft" else batch.select(idx)
+        if isinstance(batch, PreferenceBatch):
+            B = len(batch)
+            lp = self._logps(torch.cat([batch.chosen_BT, batch.rejected_BT]))
+            logps = (lp[:B], lp[B:])
+        else:
+            logps = self._logps(batch.tokens_BT)
+        out = spec(batch, logps, self.params)
+        return out.loss, self._diagnostics(batch, logps, out)
+
+    def _diagnostics(self, batch: Batch, logps, out: ObjectiveOutput) -> dict[str, torch.Tensor]:
+        if isinstance(batch, SequenceBatch):
+            diag = {"loss": out.loss.detach()}
+            if self.objective_spec.loss is awr_objective:
+                diag["awr_clipped"] = out.out.clipped_fraction_B.mean()
+            return diag
+        pi_c = logps[0].detach()
+        o = out.out
         diag = {
-            "pref_loss": loss.detach(),
-            "margin": out.margins_B.mean(),
-            "reward_acc": out.accuracies_B.mean(),
-            "chosen_reward": out.chosen_rewards_B.mean(),
-            "rejected_reward": out.rejected_rewards_B.mean(),
-            "chosen_logp": (pi_c.detach() * t["sft_mask"]).sum(1).mean(),
-            "source_logp": pi_c.detach()[:, 0].mean(),
+            "pref_loss": out.term.detach(),
+            "margin": o.margins_B.mean(),
+            "reward_acc": o.accuracies_B.mean(),
+            "chosen_reward": o.chosen_rewards_B.mean(),
+            "rejected_reward": o.rejected_rewards_B.mean(),
+            "chosen_logp": (pi_c * batch.sft_mask_BL).sum(1).mean(),
+            "source_logp": pi_c[:, 0].mean(),
         }
-        if obj == "per_step_dpo_sft":
-            s = sft_loss(pi_c, t["sft_mask"]).loss_B.mean()
-            loss = loss + cfg.sft_weight * s
-            diag["sft_term"] = s.detach()
-        diag["loss"] = loss.detach()
-        return loss, diag
+        if out.sft_term is not None:
+            diag["sft_term"] = out.sft_term.detach()
+        diag["loss"] = out.loss.detach()
+        return diag
 
-    # ------------------------------------------------------------ loop
+    # ------------------------------------------------------------ the loop's task
+
+    def step(self, step: int) -> torch.Tensor | None:
+        """The loss of optimizer step ``step``, rebuilding the pool when it is due (None: an empty pool)."""
+        cfg, pc = self.cfg, self.cfg.pool
+        rebuild = step == 0 or (pc.policy != "fixed" and pc.resample_every > 0 and step % pc.resample_every == 0)
+        if self.needs_pool and rebuild:
+            tp = time.perf_counter()
+            pool = self.build_pool()
+            self.batch = self.make_batches(pool)
+            self.pool_stats = dict(pool.stats)
+            self.sampler = CyclicSampler(len(self.batch), cfg.batch_size, self.gen_batch) if self.batch is not None else None
+            self.pool_time += time.perf_counter() - tp
+            self.model.train()
+        if self.needs_pool and self.sampler is None:
+            self.skipped += 1
+            return None
+        idx = self.sft_sampler.next() if self.sft_sampler is not None else self.sampler.next()
+        loss, diag = self.step_loss(self.batch, idx)
+        for k, v in diag.items():
+            self.acc.setdefault(k, []).append(v.float())
+        return loss
+
+    def record(self, step: int) -> dict:
+        cfg, rt = self.cfg, self.cfg.runtime
+        rec: dict = {"step": step, "init_step": self.init_step, "objective": cfg.objective}
+        for k, v in self.acc.items():
+            rec[f"train_{k}"] = float(torch.stack(v).mean())
+        rec["empty_steps"] = self.skipped
+        rec.update(self.pool_stats)
+        rec.update(evaluate(self.model, self.eval_sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
+        rec["pool_time_s"] = self.pool_time
+        self.acc, self.skipped = {}, 0
+        return rec
+
+    def message(self, rec: dict) -> str:
+        return (
+            f"[{self.cfg.objective}] step {rec['step']:5d} loss {rec.get('train_loss', float('nan')):.4f} "
+            f"train acc {rec['train/acc']:.3f} | test acc {rec['test/acc']:.3f} crit {rec['test/crit_acc']:.3f} "
+            f"lookup {rec.get('test/lookup_acc', float('nan')):.3f}"
+            + (f" | pairs {self.pool_stats.get('pool/pairs', '-')}" if self.needs_pool else "")
+            + f" | {rec['time_s']:.0f}s"
+        )
+
+    def state(self) -> dict:
+        """What the next steps depend on besides model and optimizer: RNG streams, pool round, the current
+        pool's batch and sampler, running means."""
+        return {
+            "round": self.round,
+            "gen_sample": self.gen_sample.get_state(),
+            "gen_batch": self.gen_batch.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "rng_goals": self.rng_goals.bit_generator.state,
+            "batch": None if self.batch is None else (type(self.batch).__name__, {k: v.cpu() for k, v in self.batch.tensors().items()}),
+            "sampler": None if self.sampler is None else self.sampler.state(),
+            "sft_sampler": None if self.sft_sampler is None else self.sft_sampler.state(),
+            "pool_stats": dict(self.pool_stats),
+            "pool_time": self.pool_time,
+            "acc": {k: [t.cpu() for t in v] for k, v in self.acc.items()},
+            "skipped": self.skipped,
+        }
+
+    def load_state(self, st: dict) -> None:
+        self.round = int(st["round"])
+        self.gen_sample.set_state(st["gen_sample"])
+        self.gen_batch.set_state(st["gen_batch"])
+        self.rng.bit_generator.state = st["rng"]
+        self.rng_goals.bit_generator.state = st["rng_goals"]
+        self.batch = None
+        if st["batch"] is not None:
+            kind, tensors = st["batch"]
+            cls = {c.__name__: c for c in (SequenceBatch, PreferenceBatch)}[kind]
+            self.batch = cls.from_tensors(tensors, self.device)
+        self.sampler = None
+        if st["sampler"] is not None:
+            self.sampler = CyclicSampler(len(self.batch), self.cfg.batch_size, self.gen_batch)
+            self.sampler.load(st["sampler"])
+        if st["sft_sampler"] is not None:
+            self.sft_sampler.load(st["sft_sampler"])
+        self.pool_stats = dict(st["pool_stats"])
+        self.pool_time = float(st["pool_time"])
+        self.acc = {k: [t.to(self.device) for t in v] for k, v in st["acc"].items()}
+        self.skipped = int(st["skipped"])
 
     def run(self) -> dict:
-        cfg, rt = self.cfg, self.cfg.runtime
-        run_dir = self.run_dir
-        metrics = runio.MetricsLog(run_dir / "metrics.jsonl")
-        metrics.reset()
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        needs_pool = cfg.objective not in ("sft", "sft_critical")
-        pool_stats: dict = {}
-        batches = Batches("empty", 0)
-        sft_sampler = EpochSampler(len(self.sft_data), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device) if not needs_pool else None
-        sampler: CyclicSampler | None = None
-        acc: dict[str, list[torch.Tensor]] = {}
-        skipped = 0
-        pool_time = 0.0
+        """Train (resuming from the run folder's snapshot when there is one), write ``final.pt`` and the
+        ``DONE`` marker; return the last metrics record."""
+        cfg = self.cfg
+        if not self.needs_pool:
+            self.sft_sampler = EpochSampler(len(self.sft_data), cfg.batch_size, torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1), self.device)
 
-        def do_eval(step: int) -> dict:
-            nonlocal acc, skipped
-            rec: dict = {"step": step, "init_step": self.init_step, "objective": cfg.objective}
-            for k, v in acc.items():
-                rec[f"train_{k}"] = float(torch.stack(v).mean())
-            rec["empty_steps"] = skipped
-            rec.update(pool_stats)
-            rec.update(evaluate(self.model, self.eval_sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
-            rec["pool_time_s"] = pool_time
-            rec["time_s"] = time.perf_counter() - t0
-            rec["cpu_time_s"] = time.process_time() - c0
-            metrics.append(rec)
-            acc, skipped = {}, 0
-            self.log(
-                f"[{cfg.objective}] step {step:5d} loss {rec.get('train_loss', float('nan')):.4f} "
-                f"train acc {rec['train/acc']:.3f} | test acc {rec['test/acc']:.3f} crit {rec['test/crit_acc']:.3f} "
-                f"lookup {rec.get('test/lookup_acc', float('nan')):.3f}"
-                + (f" | pairs {pool_stats.get('pool/pairs', '-')}" if needs_pool else "")
-                + f" | {rec['time_s']:.0f}s"
-            )
-            return rec
+        def save(step: int) -> None:
+            runio.save_checkpoint(self.run_dir / "final.pt", self.model, step=step, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
 
-        rec = do_eval(0)
-        self.model.train()
-        for step in range(cfg.max_steps):
-            pc = cfg.pool
-            rebuild = step == 0 or (pc.policy != "fixed" and pc.resample_every > 0 and step % pc.resample_every == 0)
-            if needs_pool and rebuild:
-                tp = time.perf_counter()
-                pool = self.build_pool()
-                batches = self.make_batches(pool)
-                pool_stats = dict(pool.stats)
-                sampler = CyclicSampler(batches.n, cfg.batch_size, self.gen_batch) if batches.n else None
-                pool_time += time.perf_counter() - tp
-                self.model.train()
-            runio.set_lr(self.opt, runio.lr_at(step, lr=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.max_steps))
-            if needs_pool and sampler is None:
-                skipped += 1
-            else:
-                idx = sft_sampler.next() if sft_sampler is not None else sampler.next()
-                loss, diag = self.step_loss(batches, idx)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                for k, v in diag.items():
-                    acc.setdefault(k, []).append(v.float())
-            done = step + 1
-            if done % cfg.eval_every == 0 or done == cfg.max_steps:
-                rec = do_eval(done)
-                self.model.train()
-        if cfg.save_final:
-            runio.save_checkpoint(run_dir / "final.pt", self.model, step=cfg.max_steps, spec=self.ck_spec, extra={"init": cfg.init, "objective": cfg.objective})
-        return rec
+        return run_loop(
+            self, run_dir=self.run_dir, model=self.model, opt=self.opt, steps=cfg.max_steps, eval_every=cfg.eval_every,
+            lr=lambda step: lr_at(step, lr=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.max_steps), grad_clip=cfg.max_grad_norm,
+            snapshot_every=cfg.eval_every, checkpoints={cfg.max_steps} if cfg.save_final else (), save=save,
+            tag=cfg.objective, log=self.log,
+        )
 
 
 def query_options(spec: dict, over: PostDataConfig) -> QueryOptions:
@@ -473,7 +488,7 @@ def arm_negatives(qs: QuerySet, q_idx: torch.Tensor, pad: int) -> tuple[torch.Te
 
 
 def posttrain(cfg: PostTrainConfig, run_dir: str | Path, log: Log = print) -> dict:
-    """Run one post-training arm in ``run_dir`` (skipped when already complete)."""
+    """Run one post-training arm in ``run_dir`` (resumed when killed, skipped when already complete)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if runio.is_done(run_dir):
@@ -483,7 +498,4 @@ def posttrain(cfg: PostTrainConfig, run_dir: str | Path, log: Log = print) -> di
     if not cfg.init:
         raise ValueError("posttrain: init (an SFT checkpoint path) is required")
     runio.write_config(run_dir, cfg)
-    t0, c0 = time.perf_counter(), time.process_time()
-    rec = PostTrainer(cfg, run_dir, log).run()
-    runio.mark_done(run_dir, {"time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
-    return rec
+    return PostTrainer(cfg, run_dir, log).run()

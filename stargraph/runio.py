@@ -1,14 +1,14 @@
-"""Run-folder I/O: atomic writes, append-only metrics, checkpoints, optimizers and LR schedules.
+"""Run-folder I/O: atomic writes, append-only metrics, checkpoints.
 
 The crash-safe file writing is :mod:`shared.runio` (re-exported here): whole files appear complete or not
 at all, and ``metrics.jsonl`` is an append-only log whose torn last line (a kill mid-write) is ignored
 by readers and cut off before the next append. This module adds stargraph's run-folder conventions
-(``config.yaml``, the ``DONE`` marker), GPT checkpoints, the optimizer and the LR schedule.
+(``config.yaml``, the ``DONE`` marker) and GPT checkpoints. The optimizer and the LR schedule live with
+the training loop in :mod:`stargraph.loop`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,43 +76,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     model = GPT(GPTConfig(**ck["model_config"]))
     model.load_state_dict(ck["model"])
     return model.to(device), ck
-
-
-# ---------------------------------------------------------------- optimisation
-
-
-def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only; fused on CUDA, foreach elsewhere."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    dev = next(model.parameters()).device
-    kw = {"fused": True} if dev.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **kw)
-
-
-def warmup_count(warmup: float, total: int) -> int:
-    """Warm-up steps of a ``warmup_steps`` value, as transformers reads it: ``>= 1`` = that many steps,
-    ``< 1`` = that fraction of the ``total`` steps, rounded up."""
-    return int(warmup) if warmup >= 1 else math.ceil(total * warmup)
-
-
-def lr_at(step: int, *, lr: float, warmup: float, total: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps (step 0 gets lr/warmup; a ``warmup`` < 1 is a fraction of ``total``,
-    see :func:`warmup_count`), then constant or cosine to ``min_lr``."""
-    warmup = warmup_count(warmup, total)
-    if warmup > 0 and step < warmup:
-        return lr * (step + 1) / warmup
-    if schedule == "constant":
-        return lr
-    span = max(1, total - warmup)
-    ratio = min(1.0, (step - warmup) / span)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
 
 
 def mean_dicts(recs: Iterable[dict[str, float]]) -> dict[str, float]:

@@ -3,40 +3,28 @@
 The hot loop touches no Python per sample: the tokenised graphs live on the device as one
 ``(N, T)`` tensor, batches are slices of a per-epoch ``torch.randperm`` drawn from a seeded
 generator, the loss is :func:`shared.losses.sft_loss` on :func:`shared.logprobs.token_logprobs` of the
-target positions only, and the running loss stays on the device until an evaluation.
+target positions only, and the running loss stays on the device until an evaluation. The loop itself
+(schedule, optimizer steps, evaluations, checkpoints, kill-and-resume) is :func:`stargraph.loop.run_loop`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from shared.logprobs import token_logprobs
-from shared.losses import sft_loss
-
 from . import runio
-from .config import DataConfig, RuntimeConfig, SFTConfig, TrainConfig
+from .config import DataConfig, SFTConfig, TrainConfig
 from .evaluate import evaluate
 from .graphs import GraphSpec, make_splits
-from .model import GPT, GPTConfig, autocast, resolve_device
+from .loop import EpochSampler, lr_at, make_optimizer, run_loop, setup_runtime, sft_step_loss
+from .model import GPT, GPTConfig
 from .queries import QueryData, fresh_queries, load_query_data, queries_per_graph
 from .tokenizer import TokenizedGraphs
 
 Log = Callable[[str], None]
-
-
-def setup_runtime(rt: RuntimeConfig) -> torch.device:
-    if rt.threads > 0:
-        torch.set_num_threads(rt.threads)
-    dev = resolve_device(rt.device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return dev
 
 
 @dataclass
@@ -97,33 +85,6 @@ def build_model(cfg: TrainConfig, spec: GraphSpec, T: int, device: torch.device)
     return GPT(gcfg, generator=gen).to(device)
 
 
-class EpochSampler:
-    """Batches of indices without replacement within an epoch (a new seeded permutation per epoch)."""
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} exceeds the {n} training graphs")
-        self.n, self.bs, self.g, self.device = n, batch_size, generator, device
-        self.perm = torch.randperm(n, generator=generator, device=device)
-        self.pos = 0
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.bs > self.n:
-            self.perm = torch.randperm(self.n, generator=self.g, device=self.device)
-            self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.bs]
-        self.pos += self.bs
-        return idx
-
-    def state(self) -> dict:
-        return {"perm": self.perm.cpu(), "pos": self.pos, "gen": self.g.get_state()}
-
-    def load(self, st: dict) -> None:
-        self.perm = st["perm"].to(self.device)
-        self.pos = int(st["pos"])
-        self.g.set_state(st["gen"])
-
-
 def spec_dict(spec: GraphSpec, data_seed: int, n_train: int, n_test: int, n_eval_train: int, data: DataConfig | None = None) -> dict:
     """What a checkpoint records to rebuild its data (``data``: the round-2 query options too)."""
     out = {
@@ -163,118 +124,84 @@ def epoch_checkpoints(s: SFTConfig, n_train_rows: int) -> set[int]:
     return set(range(every, s.max_steps + 1, every))
 
 
-def sft_step_loss(model, tokens_BT: torch.Tensor, P: int, device: torch.device, amp: bool | str, mask_BL: torch.Tensor | None = None):
-    """Mean SFT loss of a batch of full sequences on their target tokens (or ``mask_BL`` of them)."""
-    with autocast(device, amp):
-        logits = model(tokens_BT[:, :-1], logits_from=P - 1)
-    logps = token_logprobs(logits, tokens_BT[:, P:])
-    if mask_BL is None:
-        mask_BL = torch.ones_like(logps, dtype=torch.bool)
-    return sft_loss(logps, mask_BL).loss_B.mean()
+class SFTTask:
+    """One SFT step per batch of training queries (or of fresh graphs under ``data.online``); records
+    carry the samples seen, the epoch, the learning rate, the mean training loss and :func:`evaluate`."""
+
+    def __init__(self, cfg: TrainConfig, data: StarData, model: GPT, device: torch.device, log_tag: str = "train") -> None:
+        self.cfg, self.data, self.model, self.device = cfg, data, model, device
+        s, rt = cfg.sft, cfg.runtime
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + 1)
+        self.sampler = EpochSampler(len(data.train), s.batch_size, gen, device)
+        self.fwd = torch.compile(model) if rt.compile else model
+        self.train_mask = data.train.target_mask_NL if data.train.target_len_N is not None else None
+        self.sets = data.eval_sets
+        self.loss_sum = torch.zeros((), device=device)
+        self.n_loss = 0
+
+    def lr(self, step: int) -> float:
+        s = self.cfg.sft
+        return lr_at(step, lr=s.learning_rate, warmup=s.warmup_steps, total=s.max_steps, schedule=s.schedule, min_lr=s.min_lr)
+
+    def step(self, step: int) -> torch.Tensor:
+        data, cfg = self.data, self.cfg
+        if cfg.data.online:
+            ob = online_batch(data, cfg, step)
+            batch, mask = ob.tokens_NT, (ob.target_mask_NL if ob.target_len_N is not None else None)
+        else:
+            idx = self.sampler.next()
+            batch, mask = data.train.tokens_NT[idx], (None if self.train_mask is None else self.train_mask[idx])
+        loss = sft_step_loss(self.fwd, batch, data.train.P, self.device, cfg.runtime.amp, mask)
+        self.loss_sum += loss.detach()
+        self.n_loss += 1
+        return loss
+
+    def record(self, step: int) -> dict:
+        s, rt = self.cfg.sft, self.cfg.runtime
+        n_train = len(self.data.train)
+        rec = {"step": step, "samples": step * s.batch_size, "epoch": None if self.cfg.data.online else step * s.batch_size / n_train, "lr": self.lr(max(step - 1, 0))}
+        rec["train_loss"] = float(self.loss_sum / self.n_loss) if self.n_loss else float("nan")
+        rec.update(evaluate(self.model, self.sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.n_loss = 0
+        return rec
+
+    def message(self, rec: dict) -> str:
+        return (
+            f"[train] step {rec['step']:6d} loss {rec['train_loss']:.4f} train acc {rec['train/acc']:.3f} "
+            f"crit {rec['train/crit_acc']:.3f} | test acc {rec['test/acc']:.3f} crit {rec['test/crit_acc']:.3f} "
+            f"lookup {rec.get('test/lookup_acc', float('nan')):.3f} | {rec['time_s']:.0f}s"
+        )
+
+    def state(self) -> dict:
+        return {"sampler": self.sampler.state()}
+
+    def load_state(self, st: dict) -> None:
+        self.sampler.load(st["sampler"])
 
 
 def train_sft(cfg: TrainConfig, run_dir: str | Path, log: Log = print) -> dict:
     """Run (or resume, or skip when done) SFT in ``run_dir``; return the final metrics record."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = runio.MetricsLog(run_dir / "metrics.jsonl")
     if runio.is_done(run_dir):
-        recs = metrics.read()
+        recs = runio.MetricsLog(run_dir / "metrics.jsonl").read()
         log(f"[train] {run_dir} is complete; skipping")
         return recs[-1] if recs else {}
     runio.write_config(run_dir, cfg)
-    rt = cfg.runtime
-    device = setup_runtime(rt)
+    device = setup_runtime(cfg.runtime)
     data = load_data(cfg, device)
-    P, T = data.train.P, data.train.T
-    model = build_model(cfg, data.spec, T, device)
+    model = build_model(cfg, data.spec, data.train.T, device)
     s = cfg.sft
-    opt = runio.make_optimizer(model, lr=s.learning_rate, weight_decay=s.weight_decay, betas=(s.beta1, s.beta2))
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + 1)
-    sampler = EpochSampler(len(data.train), s.batch_size, gen, device)
-    fwd = torch.compile(model) if rt.compile else model
+    opt = make_optimizer(model, lr=s.learning_rate, weight_decay=s.weight_decay, betas=(s.beta1, s.beta2))
+    task = SFTTask(cfg, data, model, device)
     sd = spec_dict(data.spec, data.seed, cfg.data.n_train, cfg.data.n_test, cfg.data.n_eval_train, cfg.data)
-    ckpt_steps = set(s.checkpoint_at) | {s.max_steps} | epoch_checkpoints(s, len(data.train))
-    train_mask = data.train.target_mask_NL if data.train.target_len_N is not None else None
-
-    start, wall_before, cpu_before = 0, 0.0, 0.0
-    resume_path = run_dir / "resume.pt"
-    if resume_path.exists():
-        st = torch.load(resume_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sampler.load(st["sampler"])
-        start, wall_before, cpu_before = int(st["step"]), float(st["wall"]), float(st.get("cpu", 0.0))
-        metrics.truncate_after(start)
-        log(f"[train] resuming {run_dir} at step {start}")
-    else:
-        metrics.reset()
-
-    sets = data.eval_sets
-    t0 = time.perf_counter() - wall_before
-    c0 = time.process_time() - cpu_before
-    loss_sum = torch.zeros((), device=device)
-    n_loss = 0
-
-    def do_eval(step: int) -> dict:
-        nonlocal loss_sum, n_loss
-        rec = {"step": step, "samples": step * s.batch_size, "epoch": None if cfg.data.online else step * s.batch_size / len(data.train), "lr": runio.lr_at(max(step - 1, 0), lr=s.learning_rate, warmup=s.warmup_steps, total=s.max_steps, schedule=s.schedule, min_lr=s.min_lr)}
-        rec["train_loss"] = float(loss_sum / n_loss) if n_loss else float("nan")
-        rec.update(evaluate(model, sets, batch_size=rt.eval_batch_size, amp=rt.amp, bok_k=rt.bok_k))
-        rec["time_s"] = time.perf_counter() - t0
-        rec["cpu_time_s"] = time.process_time() - c0
-        metrics.append(rec)
-        loss_sum = torch.zeros((), device=device)
-        n_loss = 0
-        log(
-            f"[train] step {step:6d} loss {rec['train_loss']:.4f} train acc {rec['train/acc']:.3f} "
-            f"crit {rec['train/crit_acc']:.3f} | test acc {rec['test/acc']:.3f} crit {rec['test/crit_acc']:.3f} "
-            f"lookup {rec.get('test/lookup_acc', float('nan')):.3f} | {rec['time_s']:.0f}s"
-        )
-        return rec
 
     def save(step: int) -> None:
         runio.save_checkpoint(run_dir / f"ckpt_{step}.pt", model, step=step, spec=sd, extra={"run": "sft", "seed": cfg.seed})
 
-    rec: dict = {}
-    if start == 0:
-        rec = do_eval(0)
-        if 0 in ckpt_steps:
-            save(0)
-    model.train()
-    for step in range(start, s.max_steps):
-        runio.set_lr(opt, runio.lr_at(step, lr=s.learning_rate, warmup=s.warmup_steps, total=s.max_steps, schedule=s.schedule, min_lr=s.min_lr))
-        if cfg.data.online:
-            ob = online_batch(data, cfg, step)
-            batch, mask = ob.tokens_NT, (ob.target_mask_NL if ob.target_len_N is not None else None)
-        else:
-            idx = sampler.next()
-            batch, mask = data.train.tokens_NT[idx], (None if train_mask is None else train_mask[idx])
-        loss = sft_step_loss(fwd, batch, P, device, rt.amp, mask)
-        loss.backward()
-        if s.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()
-        n_loss += 1
-        done = step + 1
-        if done % s.eval_every == 0 or done == s.max_steps:
-            rec = do_eval(done)
-            model.train()
-        if done in ckpt_steps:
-            save(done)
-        if s.resume_every and done % s.resume_every == 0 and done < s.max_steps:
-            if done % s.eval_every:  # keep metrics and snapshot consistent: snapshot only after an eval
-                continue
-            runio.atomic_torch_save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(), "step": done, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0},
-                resume_path,
-            )
-    if start == s.max_steps and not rec:
-        recs = metrics.read()
-        rec = recs[-1] if recs else {}
-    if resume_path.exists():
-        resume_path.unlink()
-    runio.mark_done(run_dir, {"step": s.max_steps, "time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0})
-    return rec
+    return run_loop(
+        task, run_dir=run_dir, model=model, opt=opt, steps=s.max_steps, eval_every=s.eval_every, lr=task.lr, grad_clip=s.max_grad_norm,
+        snapshot_every=s.resume_every, checkpoints=set(s.checkpoint_at) | {s.max_steps} | epoch_checkpoints(s, len(data.train)),
+        save=save, tag="train", log=log,
+    )

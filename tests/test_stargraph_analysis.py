@@ -50,10 +50,9 @@ def test_per_step_dpo_gradient_is_half_beta_times_the_log_prob_difference(ckpt):
         pt = PostTrainer(cfg, Path(tmp), log=lambda s: None)
     pt.model.train()
     b = pt.make_batches(pt.build_pool())
-    t = b.tensors
-    assert b.n == res["pairs"]
-    c = (pt._logps(t["chosen"]) * t["chosen_mask"]).sum(1)
-    r = (pt._logps(t["rejected"]) * t["rejected_mask"]).sum(1)
+    assert len(b) == res["pairs"]
+    c = (pt._logps(b.chosen_BT) * b.chosen_mask_BL).sum(1)
+    r = (pt._logps(b.rejected_BT) * b.rejected_mask_BL).sum(1)
     (-(beta / 2) * (c - r).mean()).backward()
     manual = torch.cat([p.grad.flatten() for p in pt.model.parameters()])
     assert torch.allclose(res["grads"]["psdpo"], manual, atol=1e-6, rtol=1e-4)

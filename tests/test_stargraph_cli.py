@@ -291,10 +291,12 @@ def test_figures_read_a_reproduce_record_written_with_the_old_names(tmp_path):
 
 
 def test_warmup_steps_below_one_is_a_fraction_of_the_steps():
+    from stargraph.loop import lr_at
+
     for step in range(12):
-        assert runio.lr_at(step, lr=1.0, warmup=0.1, total=100) == runio.lr_at(step, lr=1.0, warmup=10, total=100)
-        assert runio.lr_at(step, lr=1.0, warmup=0.05, total=90) == runio.lr_at(step, lr=1.0, warmup=5, total=90)  # 4.5 -> 5
-    assert runio.lr_at(0, lr=1.0, warmup=0, total=10) == 1.0
+        assert lr_at(step, lr=1.0, warmup=0.1, total=100) == lr_at(step, lr=1.0, warmup=10, total=100)
+        assert lr_at(step, lr=1.0, warmup=0.05, total=90) == lr_at(step, lr=1.0, warmup=5, total=90)  # 4.5 -> 5
+    assert lr_at(0, lr=1.0, warmup=0, total=10) == 1.0
 
 
 def test_sweep_folder_tags_hash_the_old_names():

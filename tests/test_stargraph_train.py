@@ -1,15 +1,20 @@
 """SFT and post-training: every objective and pool policy runs from a tiny checkpoint; same seed gives
-identical metrics; a killed SFT run resumes with nothing lost or duplicated."""
+identical metrics; killed SFT and post-training runs resume with nothing lost or duplicated."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
-from stargraph import runio
+from conftest import REPO_ROOT
+from stargraph import configlib, loop, runio
 from stargraph.config import OBJECTIVES, DataConfig, ModelConfig, PoolConfig, PostTrainConfig, RuntimeConfig, SFTConfig, TrainConfig
 from stargraph.graphs import make_splits
 from stargraph.posttrain import PostTrainer, posttrain
@@ -115,9 +120,9 @@ def test_per_step_pairs_truncate_at_the_first_pit(sft_run):
     tr = PostTrainer(cfg, sft_run / "pairs", log=lambda s: None)
     pool = tr.build_pool()
     b = tr.make_batches(pool)
-    P, L = tr.P, tr.S + 1
-    rej, rmask, chosen, cmask = b.tensors["rejected"], b.tensors["rejected_mask"], b.tensors["chosen"], b.tensors["chosen_mask"]
-    for i in range(b.n):
+    P = tr.P
+    rej, rmask, chosen, cmask = b.rejected_BT, b.rejected_mask_BL, b.chosen_BT, b.chosen_mask_BL
+    for i in range(len(b)):
         k = int(rmask[i].nonzero().max())  # last rejected position = the pit
         assert torch.equal(rej[i, P : P + k], chosen[i, P : P + k])  # agrees with the true path before the pit
         assert rej[i, P + k] != chosen[i, P + k]  # the pit is wrong
@@ -130,7 +135,7 @@ def test_same_seed_same_metrics(sft_run, tmp_path):
     ra = strip_time(runio.read_jsonl(tmp_path / "a" / "metrics.jsonl"))
     rb = strip_time(runio.read_jsonl(tmp_path / "b" / "metrics.jsonl"))
     assert ra == rb and a["train/acc"] == b["train/acc"]
-    c = train_sft(replace(tiny_train(steps=20), seed=1), tmp_path / "c", log=lambda s: None)
+    train_sft(replace(tiny_train(steps=20), seed=1), tmp_path / "c", log=lambda s: None)
     assert strip_time(runio.read_jsonl(tmp_path / "c" / "metrics.jsonl")) != ra
     pa = _pt(sft_run, "per_step_dpo", pool={"temperature": 2.0})
     posttrain(pa, tmp_path / "pa", log=lambda s: None)
@@ -142,17 +147,30 @@ class Killed(Exception):
     pass
 
 
-def test_killed_sft_resumes_with_nothing_lost_or_duplicated(sft_run, tmp_path):
+def kill_at(step: int, action):
+    """A :data:`stargraph.loop.AFTER_STEP` hook: ``action()`` after step ``step``'s metrics record, before its
+    checkpoint and snapshot (the worst moment to die)."""
+
+    def hook(done: int) -> None:
+        if done == step:
+            action()
+
+    return hook
+
+
+def raise_killed() -> None:
+    raise Killed()
+
+
+def test_killed_sft_resumes_with_nothing_lost_or_duplicated(sft_run, tmp_path, monkeypatch):
     cfg = tiny_train(steps=40, resume_every=10)
     train_sft(cfg, tmp_path / "full", log=lambda s: None)
-
-    def killer(msg: str) -> None:
-        if "step     30" in msg:
-            raise Killed()
-
+    monkeypatch.setattr(loop, "AFTER_STEP", [kill_at(30, raise_killed)])
     with pytest.raises(Killed):
-        train_sft(cfg, tmp_path / "killed", log=killer)
+        train_sft(cfg, tmp_path / "killed", log=lambda s: None)
     assert (tmp_path / "killed" / "resume.pt").exists() and not runio.is_done(tmp_path / "killed")
+    assert [r["step"] for r in runio.read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [0, 10, 20, 30]
+    monkeypatch.setattr(loop, "AFTER_STEP", [])
     train_sft(cfg, tmp_path / "killed", log=lambda s: None)
     full = strip_time(runio.read_jsonl(tmp_path / "full" / "metrics.jsonl"))
     resumed = strip_time(runio.read_jsonl(tmp_path / "killed" / "metrics.jsonl"))
@@ -160,6 +178,65 @@ def test_killed_sft_resumes_with_nothing_lost_or_duplicated(sft_run, tmp_path):
     assert resumed == full
     # a complete run is skipped
     assert train_sft(cfg, tmp_path / "killed", log=lambda s: None)["step"] == 40
+
+
+KILL_DRIVER = """
+import os, signal, sys
+from stargraph import loop
+from stargraph.cli import main
+kill_at = int(os.environ["KILL_AT_STEP"])
+loop.AFTER_STEP.append(lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == kill_at else None)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _final_weights_equal(a, b) -> bool:
+    wa = torch.load(a, weights_only=True)["model"]
+    wb = torch.load(b, weights_only=True)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_posttraining_killed_with_sigkill_resumes_to_the_uninterrupted_metrics(sft_run, tmp_path):
+    """Post-training killed with SIGKILL (at step 4, after its record, before its snapshot) and resumed gives
+    the same metrics and final weights as an uninterrupted run: snapshot at step 2 (eval_every), a pool rebuilt
+    at step 3 from the restored RNG streams, the records after the snapshot dropped and recomputed."""
+    cfg = replace(_pt(sft_run, "per_step_dpo", pool={"temperature": 2.0, "resample_every": 3}), steps=6, save_final=True)
+    posttrain(cfg, tmp_path / "full", log=lambda s: None)
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(configlib.dump_yaml(cfg))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "KILL_AT_STEP": "4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DRIVER, "posttrain", str(killed), "--config", str(cfg_file)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (killed / "resume.pt").exists() and not runio.is_done(killed) and not (killed / "final.pt").exists()
+    assert [r["step"] for r in runio.read_jsonl(killed / "metrics.jsonl")] == [0, 2, 4]
+    lines: list[str] = []
+    rec = posttrain(cfg, killed, log=lines.append)
+    assert any("resuming" in line and "at step 2" in line for line in lines)
+    full = strip_time(runio.read_jsonl(tmp_path / "full" / "metrics.jsonl"))
+    resumed = strip_time(runio.read_jsonl(killed / "metrics.jsonl"))
+    assert [r["step"] for r in resumed] == [0, 2, 4, 6]
+    assert resumed == full and strip_time([rec]) == full[-1:]
+    assert _final_weights_equal(killed / "final.pt", tmp_path / "full" / "final.pt")
+    assert runio.is_done(killed) and not (killed / "resume.pt").exists()
+
+
+@pytest.mark.parametrize("objective", ["sft", "awr", "rft"])
+def test_killed_posttraining_of_other_objectives_resumes_to_the_same_metrics(sft_run, tmp_path, monkeypatch, objective):
+    """The other task states (the SFT control's epoch sampler; sequence batches with advantages) survive a resume."""
+    cfg = replace(_pt(sft_run, objective, pool={"temperature": 2.0, "resample_every": 3}), steps=6)
+    posttrain(cfg, tmp_path / "full", log=lambda s: None)
+    monkeypatch.setattr(loop, "AFTER_STEP", [kill_at(5, raise_killed)])
+    with pytest.raises(Killed):
+        posttrain(cfg, tmp_path / "killed", log=lambda s: None)
+    monkeypatch.setattr(loop, "AFTER_STEP", [])
+    posttrain(cfg, tmp_path / "killed", log=lambda s: None)
+    full = strip_time(runio.read_jsonl(tmp_path / "full" / "metrics.jsonl"))
+    assert strip_time(runio.read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == full
+    assert [r["step"] for r in full] == [0, 2, 4, 6]
 
 
 def test_posttrain_requires_a_checkpoint(tmp_path):
