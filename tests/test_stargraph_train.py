@@ -200,7 +200,7 @@ def test_posttraining_killed_with_sigkill_resumes_to_the_uninterrupted_metrics(s
     """Post-training killed with SIGKILL (at step 4, after its record, before its snapshot) and resumed gives
     the same metrics and final weights as an uninterrupted run: snapshot at step 2 (eval_every), a pool rebuilt
     at step 3 from the restored RNG streams, the records after the snapshot dropped and recomputed."""
-    cfg = replace(_pt(sft_run, "per_step_dpo", pool={"temperature": 2.0, "resample_every": 3}), steps=6, save_final=True)
+    cfg = replace(_pt(sft_run, "per_step_dpo", pool={"temperature": 2.0, "resample_every": 3}), max_steps=6, save_final=True)
     posttrain(cfg, tmp_path / "full", log=lambda s: None)
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(configlib.dump_yaml(cfg))
@@ -227,7 +227,7 @@ def test_posttraining_killed_with_sigkill_resumes_to_the_uninterrupted_metrics(s
 @pytest.mark.parametrize("objective", ["sft", "awr", "rft"])
 def test_killed_posttraining_of_other_objectives_resumes_to_the_same_metrics(sft_run, tmp_path, monkeypatch, objective):
     """The other task states (the SFT control's epoch sampler; sequence batches with advantages) survive a resume."""
-    cfg = replace(_pt(sft_run, objective, pool={"temperature": 2.0, "resample_every": 3}), steps=6)
+    cfg = replace(_pt(sft_run, objective, pool={"temperature": 2.0, "resample_every": 3}), max_steps=6)
     posttrain(cfg, tmp_path / "full", log=lambda s: None)
     monkeypatch.setattr(loop, "AFTER_STEP", [kill_at(5, raise_killed)])
     with pytest.raises(Killed):
