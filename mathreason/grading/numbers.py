@@ -1,0 +1,144 @@
+"""Exact rational values of numeric answers and the decimal-approximation rule."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mathreason.grading.normalization import _Norm
+
+
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_NUM_RE = re.compile(r"([+-]?)(" + _NUM + r")")
+_SCI_RE = re.compile(r"([+-]?)(" + _NUM + r")(?:[eE]|\\times10\^|\\cdot10\^|\*10\^|\\times\{10\}\^)\{?([+-]?\d{1,4})\}?")
+_POW10_RE = re.compile(r"([+-]?)10\^\{([+-]?\d{1,4})\}")
+_FRAC_RE = re.compile(r"([+-]?)\\frac\{([+-]?)(" + _NUM + r")\}\{([+-]?)(" + _NUM + r")\}")
+_SLASH_RE = re.compile(r"([+-]?)\(?([+-]?)(" + _NUM + r")\)?/\(?([+-]?)(" + _NUM + r")\)?")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")
+_REPEATING_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{(\d{1,50})\}")
+_MAX_DIGITS = 4000
+
+
+@dataclass(frozen=True)
+class _Number:
+    value: Fraction
+    decimal: bool  # written with a decimal point (an approximation may be intended)
+
+
+def _to_fraction(tok: str) -> Fraction | None:
+    if len(tok) > _MAX_DIGITS:
+        return None
+    try:
+        return Fraction(Decimal(tok))
+    except (InvalidOperation, ValueError, ZeroDivisionError):
+        return None
+
+
+def _sign(*signs: str) -> int:
+    return -1 if sum(1 for x in signs if x == "-") % 2 else 1
+
+
+def _parse_number_str(s: str) -> _Number | None:
+    """A canonical string (see :func:`_normalize`) as an exact rational, or ``None`` if it is not a
+    plain number, fraction, mixed number or number in scientific notation."""
+    if not s or len(s) > _MAX_DIGITS + 20:
+        return None
+    if s.startswith("(") and s.endswith(")") and s.count("(") == 1:
+        s = s[1:-1]
+    m = _NUM_RE.fullmatch(s)
+    if m:
+        v = _to_fraction(m.group(2))
+        return None if v is None else _Number(_sign(m.group(1)) * v, "." in m.group(2))
+    m = _FRAC_RE.fullmatch(s) or _SLASH_RE.fullmatch(s)
+    if m:
+        num, den = _to_fraction(m.group(3)), _to_fraction(m.group(5))
+        if num is None or den is None or den == 0:
+            return None
+        dec = "." in m.group(3) or "." in m.group(5)
+        return _Number(_sign(m.group(1), m.group(2), m.group(4)) * num / den, dec)
+    m = _MIXED_RE.fullmatch(s)
+    if m:
+        whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if den == 0 or num >= den:
+            return None  # 3\frac{5}{4} is not a mixed number; leave it to the symbolic path
+        return _Number(_sign(m.group(1)) * (whole + Fraction(num, den)), False)
+    m = _REPEATING_RE.fullmatch(s)
+    if m:  # 0.1\overline{6} = 1/6
+        whole, fixed, rep = m.group(2) or "0", m.group(3), m.group(4)
+        if len(whole) + len(fixed) > 100:
+            return None
+        base = Fraction(int(whole + fixed), 10 ** len(fixed))
+        tail = Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+        return _Number(_sign(m.group(1)) * (base + tail), False)
+    m = _SCI_RE.fullmatch(s) or _POW10_RE.fullmatch(s)
+    if m:
+        if m.re is _POW10_RE:
+            mant, exp = Fraction(1), int(m.group(2))
+            dec = False
+        else:
+            mant_f = _to_fraction(m.group(2))
+            if mant_f is None:
+                return None
+            mant, exp, dec = mant_f, int(m.group(3)), "." in m.group(2)
+        if abs(exp) > 1000:
+            return None
+        return _Number(_sign(m.group(1)) * mant * Fraction(10) ** exp, dec)
+    return None
+
+
+def _is_terminating(v: Fraction) -> bool:
+    d = v.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
+_MIN_SIGNIFICANT = 6
+"""A decimal stands for a non-terminating fraction only with at least this many significant digits."""
+
+
+def _decimal_places(v: Fraction) -> int:
+    k, x = 0, v
+    while x.denominator != 1 and k < 60:
+        x *= 10
+        k += 1
+    return k
+
+
+def _approximates(d: Fraction, exact: Fraction) -> bool:
+    """``d`` (a terminating decimal) is ``exact`` rounded or truncated to d's decimal places, with at
+    least six significant digits: ``0.333333 ~ 1/3``, ``0.666667 ~ 2/3``; ``0.33 !~ 1/3``."""
+    k = _decimal_places(d)
+    digits = str(abs(d * 10**k).numerator).rstrip("0") if d else ""
+    if len(digits) < _MIN_SIGNIFICANT and not (k >= _MIN_SIGNIFICANT and abs(exact) < 1):
+        return False
+    return abs(d - exact) <= Fraction(1, 10**k)
+
+
+def _numbers_equal(a: _Number, b: _Number) -> bool:
+    if a.value == b.value:
+        return True
+    if not (a.decimal or b.decimal):
+        return False
+    ta, tb = _is_terminating(a.value), _is_terminating(b.value)
+    if ta == tb:
+        return False  # two exact decimals (0.33 != 0.333), or two non-terminating values that differ
+    d, exact = (a.value, b.value) if ta else (b.value, a.value)
+    return (a.decimal if ta else b.decimal) and _approximates(d, exact)
+
+
+def _numeric_verdict(g: _Norm, gv: _Number, p: _Norm, pv: _Number) -> bool:
+    if _numbers_equal(gv, pv):
+        return True
+    if g.percent or p.percent:  # 10% == 0.1 when a percent sign is written on either side
+        hundred = Fraction(100)
+        if g.percent and _numbers_equal(_Number(gv.value / hundred, gv.decimal), pv):
+            return True
+        if p.percent and _numbers_equal(gv, _Number(pv.value / hundred, pv.decimal)):
+            return True
+    return False
