@@ -121,6 +121,7 @@ _TOKENS = [
     "1", "2", "0", "9", "10", "1,000", "3.14", "1e9", "\\circ", "^\\circ", "\\$", "\\!", "\\,", "and", "\\text{ and }",
     "\\int", "\\sum", "\\lim", "\\log", "\\sin", "\\binom", "\\mathbf{", "\\operatorname{", "'", '"', "\\", "\x00", "\u2212",
     "π", "√", "×", "🙂", "(A)", "\\text{(B)}", "Monday",
+    "twelve", "hundred", " dollars", " cents", " km", " m", "\\text{ hours}", "\\quad", "or", "_{ABC}", ":", "°",
 ]
 
 random_text = st.text(max_size=400)

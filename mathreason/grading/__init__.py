@@ -29,11 +29,20 @@ Equivalence policy (also in ``docs/grading.md``):
 * Percent is a unit: ``10\\% == 10``; when a percent sign is present on either side, ``10\\% == 0.1``
   is also accepted; without one, ``10 != 0.1``.
 * Units, currency and degrees are dropped: ``5\\text{ cm} == 5``, ``\\$18.90 == 18.9``,
-  ``30^\\circ == 30``, ``5 apples == 5``. No unit conversion and no degree/radian conversion.
-* ``x = 3 == 3`` and ``x \\in [0,1] == [0,1]`` (a single-variable left side is dropped when the
-  other side has none).
-* Unbracketed comma lists are unordered (``1, -2 == -2, 1``); so are ``\\{...\\}`` sets and
-  ``\\cup`` unions. Tuples, intervals and matrices are ordered and bracket-exact (``(1,2] != (1,2)``);
+  ``30^\\circ == 30``, ``5 apples == 5``. When both answers name units of one dimension (length, area,
+  volume, mass, time, money) they are converted: ``1 km == 1000 m``, ``2 hours == 120 minutes``,
+  ``80 cents == \\$0.80``, and ``1 km != 1 m``. An amount in two units is one number
+  (``8 dollars and 50 cents == 8.50``, ``5 feet 3 inches == 63 inches``).
+* Inside a trigonometric function a degree is an angle: ``\\sin 30^\\circ == 1/2`` (``\\sin 30`` is in
+  radians); a bare ``30^\\circ`` is still the number 30.
+* Numbers written as words are numbers: ``\\text{twelve} == 12``, ``three hundred and five == 305``
+  (fractions in words, ``one half``, are not read).
+* A stack of integer powers small enough to evaluate is its value: ``2^{3^2} == 512 == 2^9``.
+* ``x = 3 == 3`` and ``x \\in [0,1] == [0,1]`` (a left side that is a name, ``x``, ``a_{37}``,
+  ``S_{ABC}``, or a ratio of names ``V_1:V_2``, is dropped when the other side has none).
+* Unbracketed comma lists are unordered (``1, -2 == -2, 1``); so are ``\\{...\\}`` sets, sets in bare
+  braces (``{2, 3, 5}``) and ``\\cup`` unions. ``or``/``and`` between items separate them, also
+  without spaces (``(1,2)or(3,4)``). Tuples, intervals and matrices are ordered and bracket-exact (``(1,2] != (1,2)``);
   a vector matrix matches the same tuple, a point ``(1, 2)`` the bare list ``1, 2``, an interval the
   equivalent inequality (``(1,2] == 1 < x \\le 2``), and one ``\\pm`` makes a two-element list.
 * Text answers (``\\text{Monday}``, ``(A)``, ``\\text{(C)}``) compare case-insensitively on letters,
@@ -43,6 +52,8 @@ Equivalence policy (also in ``docs/grading.md``):
 * A standalone ``i`` is the imaginary unit (``i^2 == -1``, ``e^{i\\pi} == -1``) unless either answer
   uses ``i`` as an index (``a_i``, ``\\sum_{i=1}``, ``i \\le n``); math-verify itself reads ``i`` as a
   plain symbol, so the symbolic leaf compares again with ``i`` replaced by sympy's ``I``.
+* A gold may be a reference text: its final answer is read as from a response (a box, ``####``, or the
+  last "the answer is ..."). An escaped ``\\$`` inside a math span does not end the span.
 * In a response with several boxes the last one counts; when the gold is a list and the response
 
 The package, one module per idea: :mod:`~mathreason.grading.extraction` (boxes, "####", "the answer
@@ -97,6 +108,6 @@ __all__ = [
     "WORKER_GRACE_S",
 ]
 
-GRADER_VERSION = "2026.12.1"
+GRADER_VERSION = "2026.12.2"
 """Changes whenever a verdict can change. Stage keys include it, so a grading fix re-grades stored samples
 instead of reusing a stale ``graded.jsonl``."""

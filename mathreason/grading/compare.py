@@ -8,8 +8,8 @@ from typing import Callable
 
 from mathreason.grading.extraction import _extract, _prepare_gold
 from mathreason.grading.normalization import MAX_ANSWER_CHARS, _UNICODE, _UNICODE_RE, _Norm, _normalize, _strip_outer_math
-from mathreason.grading.numbers import _numeric_verdict, _parse_number_str
-from mathreason.grading.structures import _bracketed, _expand_pm, _is_multi, _matrix_cells, _split_top
+from mathreason.grading.numbers import _Number, _numeric_verdict, _parse_number_str, _tower_value
+from mathreason.grading.structures import _SET_OPENS, _bare_set, _bracketed, _expand_pm, _is_multi, _matrix_cells, _split_top
 from mathreason.grading.verdict import Verdict, dataset_family
 
 MAX_SYMBOLIC_CHARS = 400
@@ -54,9 +54,12 @@ def _leading_choice(pred: str, p: _Norm) -> str | None:
     return letter
 
 
+_NAME = r"(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?)"
 _ASSIGN_RE = re.compile(
-    r"([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
+    r"(" + _NAME + r"(?::" + _NAME + r")*|\\[A-Za-z]+|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
 )
+"""A name on the left of ``=`` (or ``\\in``): ``x``, ``a_{37}``, ``S_{MBCN}``, a ratio of names ``V_{1}:V_{2}``,
+``\\alpha``, or a tuple of letters ``(x,y)``."""
 
 
 def symbolic_risk(s: str) -> str | None:
@@ -143,7 +146,8 @@ class _Comparator:
         g, p = _normalize(gold), _normalize(pred)
         if not g.s or not p.s:
             return False, "empty answer"
-        if g.s == p.s:
+        converts = bool(g.unit and p.unit and g.unit[0] == p.unit[0] and g.unit[1] != p.unit[1])
+        if g.s == p.s and not converts:
             return True, "normalized match"
         if _CHOICE_GOLD_RE.fullmatch(g.s):
             # a multiple-choice gold against "(C) 12": the letter decides
@@ -160,6 +164,12 @@ class _Comparator:
             return False, "mismatch (answer too long for anything but string comparison)"
         gv, pv = _parse_number_str(g.s), _parse_number_str(p.s)
         if gv is not None and pv is not None:
+            if converts:
+                # one dimension, two units: 1 km == 1000 m, 2 h == 120 min, \$0.80 == 80 cents
+                gv, pv = _Number(gv.value * g.unit[1], gv.decimal), _Number(pv.value * p.unit[1], pv.decimal)
+                if _numeric_verdict(g, gv, p, pv):
+                    return True, "numeric match (units converted)"
+                return False, "numeric mismatch"
             return (True, "numeric match") if _numeric_verdict(g, gv, p, pv) else (False, "numeric mismatch")
         if g.texty or p.texty:
             if _text_key(g.s) and _text_key(g.s) == _text_key(p.s):
@@ -170,12 +180,15 @@ class _Comparator:
             return structural
         if (gv is not None and _is_multi(p.s)) or (pv is not None and _is_multi(g.s)):
             return False, "type mismatch (a number against a tuple, interval or matrix)"
-        risk = symbolic_risk(g.s) or symbolic_risk(p.s)
+        # a stack of powers small enough to evaluate goes to sympy as its value: 2^{3^{2}} -> 512
+        gs = str(gv.value) if gv is not None and _tower_value(g.s) is not None else g.s
+        ps = str(pv.value) if pv is not None and _tower_value(p.s) is not None else p.s
+        risk = symbolic_risk(gs) or symbolic_risk(ps)
         if risk is not None:
             return False, f"mismatch (not compared symbolically: {risk})"
         self._check_time()
         self.used_symbolic = True
-        if self.leaf(g.s, p.s):
+        if self.leaf(gs, ps):
             return True, "symbolic match"
         return False, "symbolic mismatch"
 
@@ -234,7 +247,7 @@ class _Comparator:
             return (True, "union match") if ok else (False, "union mismatch")
         # bare comma lists (unordered); a \{...\} set on the other side counts as a list
         gl, pl = _split_top(g.s, (",", ";")), _split_top(p.s, (",", ";"))
-        gb, pb = _bracketed(g.s), _bracketed(p.s)
+        gb, pb = _bracketed(g.s) or _bare_set(g.s), _bracketed(p.s) or _bare_set(p.s)
         gl, pl = _expand_pm(gl), _expand_pm(pl)
         if gl and pl and len(gl) == 1 and len(pl) > 1 and gb and gb[0] == "(" and not pb:
             # a point given as a bare list: (1, 2) vs "1, 2" or "x=1, y=2" (ordered)
@@ -243,9 +256,9 @@ class _Comparator:
                 ok = self._match_ordered(gi, pl, depth)
                 return (True, "tuple match") if ok else (False, "tuple mismatch")
         if gl and pl and (len(gl) > 1 or len(pl) > 1):
-            if pb and pb[0] == "\\{" and len(gl) > 1:
+            if pb and pb[0] in _SET_OPENS and len(gl) > 1:
                 pl = _split_top(pb[1], (",",)) or pl
-            if gb and gb[0] == "\\{" and len(pl) > 1:
+            if gb and gb[0] in _SET_OPENS and len(pl) > 1:
                 gl = _split_top(gb[1], (",",)) or gl
             ok = self._match_unordered([x for x in gl if x], [x for x in pl if x], depth)
             return (True, "list match") if ok else (False, "list mismatch")
@@ -256,9 +269,11 @@ class _Comparator:
                 return None
             if len(gi) == 1 and len(pi) == 1 and gb[0] in "([" and pb[0] in "([":
                 return None  # (x+1) is just parentheses: leave it to the symbolic path
-            if gb[0] == "\\{" and pb[0] == "\\{":
+            if gb[0] in _SET_OPENS and pb[0] in _SET_OPENS:
                 ok = self._match_unordered(gi, pi, depth)
                 return (True, "set match") if ok else (False, "set mismatch")
+            if "{" in (gb[0], pb[0]):
+                return None  # bare braces against a tuple or interval: left to the symbolic path
             if (gb[0], gb[2]) != (pb[0], pb[2]):
                 return False, "bracket mismatch"
             ok = self._match_ordered(gi, pi, depth)
@@ -299,7 +314,11 @@ def grade_in_process(
     ok, why = cmp.equiv(gold_ans, extracted)
     if not ok and len(run) > 1:
         # the gold is a list and the response ends with adjacent boxes: read the run as that list
-        gl = _split_top(_normalize(gold_ans).s, (",", ";"))
+        gs = _normalize(gold_ans).s
+        gl = _split_top(gs, (",", ";"))
+        gb = _bracketed(gs) or _bare_set(gs)
+        if gl is not None and len(gl) == 1 and gb is not None and gb[0] in _SET_OPENS:
+            gl = _split_top(gb[1], (",",))  # a set {1,2,3} against \boxed{1}, \boxed{2}, \boxed{3}
         if gl is not None and len(gl) == len(run):
             joined = ", ".join(run)
             ok2, why2 = cmp.equiv(gold_ans, joined)

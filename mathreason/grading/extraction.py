@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+from mathreason.grading.quantities import rewrite_quantity
 from mathreason.grading.verdict import dataset_family
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,11 @@ def last_boxed(text: str) -> str | None:
 
 
 _BOX_SEP_RE = re.compile(
-    r"[\s$,;]*(?:(?:and|or|&)|\\text\{\s*(?:and|or|,)?\s*\}|\\quad|\\qquad|\\,|\\;)?[\s$,;]*"
+    r"(?:[\s$,;&~]|\\[,;:! ]|\\q?quad(?![A-Za-z])|\\[()\[\]]|\\text\{\s*(?:and|or|,)?\s*\}"
+    r"|(?<![A-Za-z])(?:and|or)(?![A-Za-z])|[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=)*"
 )
+"""What may stand between two boxes of one answer: spacing, commas, "and"/"or" (also as ``\\text{ and }``),
+math delimiters (``\\) and \\(``) and the name of the next item (``\\quad y_2 = \\boxed{..}``)."""
 
 
 def _trailing_box_run(text: str) -> list[str]:
@@ -116,7 +120,7 @@ def _trailing_box_run(text: str) -> list[str]:
     run = [boxes[-1]]
     for b in reversed(boxes[:-1]):
         gap = text[b[1] : run[-1][0]]
-        if len(gap) > 40 or not _BOX_SEP_RE.fullmatch(gap):
+        if len(gap) > 60 or not _BOX_SEP_RE.fullmatch(gap):
             break
         run.append(b)
     return [c for _, _, c in reversed(run)]
@@ -128,13 +132,27 @@ _HASHES_RE = re.compile(r"####")
 _MATH_OPEN = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 
 
+def _find_unescaped(text: str, delim: str, start: int) -> int:
+    """Index of the first ``delim`` at or after ``start`` not escaped by a backslash (``\\$`` is a
+    dollar sign inside math, not the end of it), or -1."""
+    i = text.find(delim, start)
+    while i >= 0:
+        k = i
+        while k > 0 and text[k - 1] == "\\":
+            k -= 1
+        if (i - k) % 2 == 0:
+            return i
+        i = text.find(delim, i + 1)
+    return -1
+
+
 def _answer_segment(rest: str) -> str:
     """The answer that starts ``rest`` (the text after "answer is" / "####"): up to the end of the
     line or sentence, or the whole first math span when it starts with one."""
     rest = rest.lstrip(" \t*:")
     for open_, close in _MATH_OPEN.items():
         if rest.startswith(open_):
-            end = rest.find(close, len(open_))
+            end = _find_unescaped(rest, close, len(open_))
             # display math may span lines; inline math may not
             if end > 0 and (open_ in ("$$", "\\[") or "\n" not in rest[:end]):
                 return rest[len(open_) : end].strip()
@@ -206,6 +224,7 @@ def _extract(text: str, family: str, allow_bare: bool = True) -> tuple[str | Non
                     seg = inner
     if family == "gsm8k":
         if seg is not None:
+            seg = rewrite_quantity(seg) or seg  # "twelve", "8 dollars and 50 cents"
             num = _gsm8k_number(seg)
             return (num if num is not None else (seg or None)), run
         return _gsm8k_number(text, last=True), run
@@ -243,6 +262,10 @@ def _prepare_gold(gold: str, family: str) -> str:
             return run[0]
     if "####" in g:
         return _answer_segment(g.rsplit("####", 1)[1])
+    if _ANSWER_IS_RE.search(g):  # a reference text: "... Final Answer: The final answer is $28\\%$. I hope ..."
+        found = _extract(g, family, allow_bare=False)[0]
+        if found:
+            return found
     return g
 
 

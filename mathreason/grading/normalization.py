@@ -9,6 +9,7 @@ from fractions import Fraction
 
 from mathreason.grading.extraction import _BOX_CMD_RE, last_boxed
 from mathreason.grading.numbers import _parse_number_str
+from mathreason.grading.quantities import rewrite_quantity, unit_of
 
 MAX_ANSWER_CHARS = 2000
 """Extracted answers longer than this are compared as normalised strings only."""
@@ -24,11 +25,16 @@ _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 _TEXT_CMDS = r"text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|mathrm|mathit|mathsf|mathbf|mathtt|operatorname|emph"
 _UNIT_CMD_RE = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|mbox|mathrm)\s*\{([^{}]*)\}(\s*\^\s*\{?\s*[23]\s*\}?)?")
 _TEXT_WRAP_RE = re.compile(r"\\(?:" + _TEXT_CMDS + r")\s*\{([^{}]*)\}")
-_SPACING_RE = re.compile(r"\\\\|\\[!,;:> ]|\\q?quad(?![A-Za-z])|\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])|~")
+_SPACING_RE = re.compile(r"\\\\|\\[!,;:> ]|\\q?quad|\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])|~")
 _SIZING_RE = re.compile(r"\\(?:left|right|middle|[Bb]igg?[lrm]?)(?![A-Za-z])\s*(\\?[.])?")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|\^\s*\{\s*o\s*\}$")
 _PERCENT_RE = re.compile(r"\\?%|\\percent(?![A-Za-z])|(?<![A-Za-z])percent(?:age)?(?![A-Za-z])")
 _DOLLAR_RE = re.compile(r"\\\$|\$|\\(?:textdollar|dollar)(?![A-Za-z])")
+_CURRENCY_RE = re.compile(r"\\\$|\\(?:textdollar|dollar)(?![A-Za-z])")
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![A-Za-z])")
+_DEGREE_ARG_RE = re.compile(
+    r"(\d+(?:\.\d+)?|\{[^{}]*\}|\([^()]*\))\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ(?![A-Za-z])|\\degree(?![A-Za-z]))"
+)
 _CMD_ALIASES = [
     (re.compile(r"\\[dtc]frac(?![A-Za-z])"), r"\\frac"),
     (re.compile(r"\\[dt]binom(?![A-Za-z])"), r"\\binom"),
@@ -148,6 +154,7 @@ class _Norm:
     s: str  # canonical string
     percent: bool  # a percent sign was present
     texty: bool  # a text answer (words), compared as text
+    unit: tuple[str, Fraction] | None = None  # the unit dropped from a number: (dimension, size), see unit_of
 
 
 def _collapse_spaces(s: str) -> str:
@@ -158,8 +165,10 @@ def _collapse_spaces(s: str) -> str:
     return re.sub(r"(?<![A-Za-z0-9]) | (?![A-Za-z0-9])|(?<=[A-Za-z]) (?=[0-9])|(?<=[0-9]) (?=[A-Za-z])", "", s)
 
 
-def _strip_units(s: str) -> str:
-    """Drop trailing unit text after a mathematical head: ``5\\text{ cm}^2`` -> ``5``, ``18 dollars`` -> ``18``."""
+def _strip_units(s: str) -> tuple[str, list[str]]:
+    """Drop trailing unit text after a mathematical head: ``5\\text{ cm}^2`` -> ``5``, ``18 dollars`` -> ``18``.
+    Returns the head and the unit texts dropped (last first)."""
+    dropped: list[str] = []
     for _ in range(4):
         m = None
         for m in _UNIT_CMD_RE.finditer(s):
@@ -171,6 +180,7 @@ def _strip_units(s: str) -> str:
             break
         if re.fullmatch(r"\s*(?:and|or)\s*|\s*\(\s*[A-Za-z]\s*\)\s*", m.group(1)):
             break  # a conjunction, or a choice label such as \textbf{(D)}: not a unit
+        dropped.append(m.group(1) + (m.group(2) or ""))
         s = head
     # bare words after a number: "5 apples", "12.5 square feet", "3 cm^2"
     m = re.fullmatch(r"(.*?[\d}])\s*((?:[A-Za-z]+\.?)(?:\s+[A-Za-z]+\.?)*)(\s*\^\s*\{?[23]\}?)?\s*", s)
@@ -184,8 +194,17 @@ def _strip_units(s: str) -> str:
             and (spaced and all(len(w) >= 2 or w in _SPACED_UNIT_LETTERS for w in wl) or all(w in _UNIT_WORDS for w in wl))
             and (_parse_number_str(_collapse_spaces(head)) is not None or spaced)
         ):
+            dropped.append(words + (m.group(3) or ""))
             s = head
-    return s
+    return s, dropped
+
+
+def _degrees_in_trig(s: str) -> str:
+    """In an answer with a trigonometric function, degrees are its arguments: ``\\sin 30^\\circ`` ->
+    ``\\sin (\\frac{30\\pi}{180})`` (elsewhere a degree sign is dropped as a unit)."""
+    if not _TRIG_RE.search(s):
+        return s
+    return _DEGREE_ARG_RE.sub(lambda m: f"(\\frac{{{m.group(1)}\\pi}}{{180}})", s)
 
 
 def normalize_answer(answer: str) -> str:
@@ -211,17 +230,22 @@ def _normalize(answer: str) -> _Norm:
     for pat, rep in _CMD_ALIASES:
         s = pat.sub(rep, s)
     s = re.sub(r"\\(?:hbox|vbox)\s*\{", r"\\text{", s)
+    s = rewrite_quantity(s) or s  # "twelve" -> 12, "8 dollars and 50 cents" -> 8.5 dollars
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub(" ", s)
+    s = _degrees_in_trig(s)
     s = _DEGREE_RE.sub(" ", s)
+    money = bool(_CURRENCY_RE.search(s))
     s = _DOLLAR_RE.sub(" ", s)
     s = s.strip().rstrip(".,;").strip()
-    s = re.sub(r"\\text\{\s*(?:and|or)\s*\}|(?<=[\s\d}])(?:and|or)(?=[\s\-\d\\$(])", ",", s)
+    s = re.sub(r"\\text\{\s*(?:and|or)\s*\}|(?<=[\s\d})\]])(?:and|or)(?=[\s\-\d\\$([])", ",", s)
     # a number written inside text: \text{5 cm} -> 5 cm (then the unit goes)
     s = re.sub(r"\\(?:text|textrm|textnormal|mbox)\s*\{\s*([-+]?\d[\d.,]*(?:\s*[A-Za-z][A-Za-z .]*)?)\}", r"\1", s)
     # mixed numbers with a space: 2 1/2 -> 2\frac{1}{2} (before spaces between digits disappear)
     s = re.sub(r"(?<![\d.,/])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.,/])", r"\1\\frac{\2}{\3}", s)
-    s = _strip_units(s)
+    s, dropped = _strip_units(s)
+    units = [u for u in map(unit_of, dropped) if u is not None]
+    unit = units[0] if len(units) == 1 and len(dropped) == 1 else ("money", Fraction(1)) if money and not dropped else None
     s = re.sub(r"\s*\^\s*\{?\s*\\?circ\s*\}?\s*$", "", s)
     had_text = bool(re.search(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|emph)\s*\{[^{}]*[A-Za-z]{2,}", s))
     for _ in range(3):
@@ -240,12 +264,12 @@ def _normalize(answer: str) -> _Norm:
     choice = _CHOICE_RE.fullmatch(s)
     if choice:
         s = choice.group(1)
-    bare = re.sub(r"\\(?:begin|end)\{[A-Za-z*]*\}|\\[A-Za-z]+", " ", s)
+    bare = re.sub(r"\\(?:begin|end)\{[A-Za-z*]*\}|\\[A-Za-z]+|_\{[^{}]*\}", " ", s)  # subscripts are names
     words = [w for w in re.findall(r"[A-Za-z]{2,}", bare)]
     texty = (had_text and bool(words)) or any(len(w) >= 3 and w.lower() not in _FUNCTION_WORDS for w in words)
     if re.fullmatch(r"[A-Z](?:,[A-Z])+", s):
         texty = False  # a list of choice letters: compared as a list
-    return _Norm(s, percent, texty)
+    return _Norm(s, percent, texty, unit)
 
 
 def parse_number(answer: str) -> Fraction | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -87,7 +88,36 @@ def _parse_number_str(s: str) -> _Number | None:
         if abs(exp) > 1000:
             return None
         return _Number(_sign(m.group(1)) * mant * Fraction(10) ** exp, dec)
+    tower = _tower_value(s)
+    if tower is not None:
+        return _Number(Fraction(tower), False)
     return None
+
+
+_TOWER_RE = re.compile(r"(\d{1,6})\^\{(.+)\}")
+
+
+def _tower_value(s: str, depth: int = 0) -> int | None:
+    """The value of a stack of integer powers (a canonical ``2^{3^{2}}`` -> 512) when it has at most
+    ``_MAX_DIGITS`` digits, else ``None``; also ``None`` for anything that is not such a stack,
+    including a single power ``2^{9}`` (left to the symbolic path). Never computes a number past
+    the bound: each level's size is estimated from logarithms first."""
+    if depth > 8 or len(s) > 200:
+        return None
+    if depth and re.fullmatch(r"\d{1,6}", s):
+        return int(s)
+    m = _TOWER_RE.fullmatch(s)
+    if m is None or (depth == 0 and "^" not in m.group(2)):
+        return None
+    exp = _tower_value(m.group(2), depth + 1)
+    base = int(m.group(1))
+    if exp is None:
+        return None
+    if base < 2:
+        return base if exp else 1
+    if exp > 10**5 or exp * math.log10(base) > _MAX_DIGITS:  # 2^(10^5) already has 30103 digits
+        return None
+    return base**exp
 
 
 def _is_terminating(v: Fraction) -> bool:

@@ -98,6 +98,26 @@ def _bracketed(s: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _bare_set(s: str) -> tuple[str, str, str] | None:
+    """``("{", inner, "}")`` when ``s`` is a set written with bare braces, ``{2, 3, 5}`` (one brace group
+    around everything, with a top-level comma), else ``None``."""
+    if len(s) < 3 or s[0] != "{" or s[-1] != "}":
+        return None
+    depth, comma = 0, False
+    for k, c in enumerate(s):
+        if c == "\\":
+            continue
+        depth += (c in _OPEN) - (c in _CLOSE)
+        if depth == 0 and k < len(s) - 1:
+            return None  # the first brace closes before the end: {a}{b}
+        comma = comma or (c == "," and depth == 1)
+    return ("{", s[1:-1], "}") if comma and depth == 0 else None
+
+
+_SET_OPENS = ("\\{", "{")
+"""How a set opens: ``\\{1, 2\\}``, or bare braces ``{1, 2}``."""
+
+
 _MATRIX_RE = re.compile(r"\\begin\{(pmatrix)\}(.*)\\end\{pmatrix\}")
 
 
