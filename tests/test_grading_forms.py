@@ -27,6 +27,10 @@ EQUIVALENT = [
     ("math", r"\frac{1}{2}", r"\boxed{\sin^2 45^\circ}"),
     ("math", r"\frac{\sqrt{3}}{2}", r"\boxed{\cos 30^{\circ}}"),
     ("math", "1", r"\boxed{2\sin 30^\circ}"),
+    ("math", r"\frac{1}{2}", r"\boxed{\sin{30^\circ}}"),
+    ("math", r"\sqrt{3}", r"\boxed{\tan 60 ^ \circ}"),
+    ("math", "1", r"\boxed{\sin 30^\circ + \cos 60^\circ}"),
+    ("math", r"\frac{1}{2}", r"\boxed{\sin(45^\circ - 15^\circ)}"),
     ("math", r"30^\circ", "30"),  # a bare angle keeps its unit dropped
     # numbers written as words
     ("math", "12", r"\boxed{\text{twelve}}"),
@@ -37,6 +41,8 @@ EQUIVALENT = [
     ("math", "-5", r"\boxed{\text{minus five}}"),
     ("math", r"\text{four}", "4"),
     ("math", "7", r"\boxed{\text{seven cm}}"),
+    ("math", "12", r"\boxed{\text{twelve apples}}"),
+    ("math", r"12\%", r"\boxed{\text{twelve percent}}"),
     ("gsm8k", "12", "She has twelve left.\nThe answer is twelve."),
     ("gsm8k", "40", "#### forty"),
     # money in words
@@ -65,6 +71,10 @@ EQUIVALENT = [
     ("math", "65536", r"\boxed{2^{2^{2^{2}}}}"),
     ("math", "81", r"\boxed{3^{2^2}}"),
     ("math", r"10^{10^{1}}", r"\boxed{10000000000}"),
+    ("math", "513", r"\boxed{2^{3^2}+1}"),
+    ("math", "-512", r"\boxed{(-2)^{3^{2}}}"),
+    ("math", "2560", r"\boxed{5 \cdot 2^{3^2}}"),
+    ("math", "x^{16}", r"\boxed{x^{2^{2^{2}}}}"),
     # runs of boxes: \quad \text{and} \quad, \) \(, named items
     ("math", "(2, 5), (7, 1)", r"so $\boxed{(2, 5)} \quad \text{and} \quad \boxed{(7, 1)}$"),
     ("math", "a = 4, b = 9", r"$$\boxed{a = 4} \qquad \text{and} \qquad \boxed{b = 9}$$"),
@@ -72,12 +82,16 @@ EQUIVALENT = [
     ("math", r"\(\boxed{3}\) and \(\boxed{-4}\).", r"$\boxed{-4, 3}$"),
     ("math", "p = x^2 + 1, q = 2x - 3", r"\( p = \boxed{x^2+1} \) and \( q = \boxed{2x-3} \)"),
     ("math", "5, 6", r"\(\boxed{5}\), \(\boxed{6}\)"),
+    ("math", "5, 6", r"\[\boxed{5}\] \[\boxed{6}\]"),
+    ("math", "1, 2", r"\boxed{x=1} \\ \boxed{x=2}"),
     # sets in bare braces
     ("math", "2, 3, 5", r"$${2, 3, 5}$$"),
     ("math", r"\{5, 3, 2\}", r"\boxed{{2,3,5}}"),
     ("math", r"\pm 7", r"${-7, 7}$"),
     ("math", r"$${4,8,9}$$", r"\boxed{9} and \boxed{8} and \boxed{4}"),
     ("math", r"{4,8,9}", r"\boxed{4},\boxed{8},\boxed{9}"),
+    ("math", r"{-3, 3}", r"\boxed{\pm 3}"),
+    ("math", r"{(1,2), (3,4)}", r"\boxed{(3,4)} \quad \text{and} \quad \boxed{(1,2)}"),
     # an escaped dollar inside a math span
     ("math", "18.9", r"The answer is $\$18.90$."),
     ("math", "1000", r"The answer is $\$1{,}000$."),
@@ -94,6 +108,8 @@ EQUIVALENT = [
     ("math", "S_{ABC}:S=2:5", r"\boxed{2:5}"),
     ("math", "x_{max}=7", r"\boxed{7}"),
     ("math", "V_{cone}:V_{cyl}=1:3", r"\boxed{1:3}"),
+    ("math", r"v_{\text{max}}=5", r"\boxed{5}"),
+    ("math", r"T_{\mathrm{total}} = 12", r"\boxed{12}"),
     ("math", r"x_{1}=2,\quadx_{2}=-3", r"\boxed{2} \quad \text{and} \quad \boxed{-3}"),
 ]
 
@@ -108,6 +124,9 @@ NOT_EQUIVALENT = [
     ("math", "201", r"\boxed{\text{twenty one}}"),
     ("math", r"\frac{1}{2}", r"\boxed{\text{one half}}"),
     ("math", "12", r"\boxed{\text{a dozen}}"),
+    ("math", "1", r"\boxed{\text{one half}}"),
+    ("math", "2", r"\boxed{\text{two dozen}}"),
+    ("math", "3", r"\boxed{\text{three squared}}"),
     ("gsm8k", "13", "The answer is twelve."),
     ("math", "8.05", r"\boxed{8 \text{ dollars and } 50 \text{ cents}}"),
     ("math", "58", r"\boxed{8 \text{ dollars and } 50 \text{ cents}}"),
@@ -122,6 +141,8 @@ NOT_EQUIVALENT = [
     ("math", "64", r"\boxed{2^{3^2}}"),  # 2^(3^2), not (2^3)^2
     ("math", "512", r"\boxed{(2^3)^2}"),
     ("math", "2^8", r"\boxed{2^{3^2}}"),
+    ("math", "512", r"\boxed{2^{3^2}+1}"),
+    ("math", "512", r"\boxed{(-2)^{3^{2}}}"),
     ("math", "4", r"\boxed{2^{2^{2^{2^{2^{2}}}}}}"),  # too big to evaluate: still refused, still bounded
     ("math", "(2, 5), (7, 1)", r"$\boxed{(2, 5)} \quad \text{and} \quad \boxed{(7, 2)}$"),
     ("math", "1, 2", r"\boxed{1} because we then check the other case, where \boxed{2}"),
@@ -130,6 +151,8 @@ NOT_EQUIVALENT = [
     ("math", "2, 3, 5", r"${2, 3}$"),
     ("math", r"\pm 7", r"${7}$"),
     ("math", r"\pm 7", r"${-7, 8}$"),
+    ("math", "{-3, 3}", r"\boxed{3}"),
+    ("math", "(1, 3)", r"\boxed{{1, 3, 5}}"),
     ("math", r"$${4,8,9}$$", r"\boxed{9} and \boxed{8}"),
     ("math", "18.09", r"The answer is $\$18.90$."),
     ("math", "Work... Final Answer: The final answer is $41\\%$. I hope it is correct.", r"\boxed{14\%}"),
@@ -173,7 +196,8 @@ def test_words_units_and_quantities():
     assert rewrite_quantity("5 feet 3 inches") == "5.25 feet"
     assert rewrite_quantity("8 dollars and 150 cents") is None  # the smaller unit must stay below the larger
     assert rewrite_quantity("3 hours and 20 minutes") == r"\frac{10}{3} hours"
-    assert rewrite_quantity(r"\text{two lines}") is None and rewrite_quantity("1, 2 and 3") is None
+    assert rewrite_quantity(r"\text{two lines}") == "2 lines" and rewrite_quantity("1, 2 and 3") is None
+    assert rewrite_quantity("one half") is None and rewrite_quantity("two dozen") is None
 
 
 def test_pure_comparator_needs_no_worker():

@@ -8,7 +8,7 @@ from typing import Callable
 
 from mathreason.grading.extraction import _extract, _prepare_gold
 from mathreason.grading.normalization import MAX_ANSWER_CHARS, _UNICODE, _UNICODE_RE, _Norm, _normalize, _strip_outer_math
-from mathreason.grading.numbers import _Number, _numeric_verdict, _parse_number_str, _tower_value
+from mathreason.grading.numbers import _evaluate_towers, _Number, _numeric_verdict, _parse_number_str
 from mathreason.grading.structures import _SET_OPENS, _bare_set, _bracketed, _expand_pm, _is_multi, _matrix_cells, _split_top
 from mathreason.grading.verdict import Verdict, dataset_family
 
@@ -180,9 +180,8 @@ class _Comparator:
             return structural
         if (gv is not None and _is_multi(p.s)) or (pv is not None and _is_multi(g.s)):
             return False, "type mismatch (a number against a tuple, interval or matrix)"
-        # a stack of powers small enough to evaluate goes to sympy as its value: 2^{3^{2}} -> 512
-        gs = str(gv.value) if gv is not None and _tower_value(g.s) is not None else g.s
-        ps = str(pv.value) if pv is not None and _tower_value(p.s) is not None else p.s
+        # stacks of powers small enough to evaluate go to sympy as their values: 2^{3^{2}}+1 -> 512+1
+        gs, ps = _evaluate_towers(g.s), _evaluate_towers(p.s)
         risk = symbolic_risk(gs) or symbolic_risk(ps)
         if risk is not None:
             return False, f"mismatch (not compared symbolically: {risk})"

@@ -94,7 +94,10 @@ def _parse_number_str(s: str) -> _Number | None:
     return None
 
 
-_TOWER_RE = re.compile(r"(\d{1,6})\^\{(.+)\}")
+_TOWER_RE = re.compile(r"(\d{1,6}|\(-?\d{1,6}\))\^\{(.+)\}")
+_TOWER_START_RE = re.compile(r"(?<![\d.])(\d{1,6}|\(-?\d{1,6}\))\^\{")
+_TOWER_LITERAL_DIGITS = 100
+"""A stack of powers inside an expression is replaced by its value only below this many digits."""
 
 
 def _tower_value(s: str, depth: int = 0) -> int | None:
@@ -110,14 +113,45 @@ def _tower_value(s: str, depth: int = 0) -> int | None:
     if m is None or (depth == 0 and "^" not in m.group(2)):
         return None
     exp = _tower_value(m.group(2), depth + 1)
-    base = int(m.group(1))
-    if exp is None:
+    base = int(m.group(1).strip("()"))
+    if exp is None or exp < 0:
         return None
-    if base < 2:
-        return base if exp else 1
-    if exp > 10**5 or exp * math.log10(base) > _MAX_DIGITS:  # 2^(10^5) already has 30103 digits
+    if abs(base) < 2:
+        return base**exp
+    if exp > 10**5 or exp * math.log10(abs(base)) > _MAX_DIGITS:  # 2^(10^5) already has 30103 digits
         return None
     return base**exp
+
+
+def _evaluate_towers(s: str) -> str:
+    """``s`` with every stack of integer powers in it whose value has fewer than 100 digits replaced by
+    that value: ``2^{3^{2}}+1`` -> ``512+1``, ``x^{2^{2^{2}}}`` -> ``x^{16}``. What is left (a stack
+    too big to evaluate) is refused by the symbolic pre-screen as before."""
+    if "^" not in s or len(s) > 400:
+        return s
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _TOWER_START_RE.search(s, pos)
+        if m is None:
+            break
+        depth, k = 0, m.end() - 1
+        while k < len(s):
+            depth += (s[k] == "{") - (s[k] == "}")
+            if depth == 0:
+                break
+            k += 1
+        if depth:
+            break  # unbalanced: leave the rest as it is
+        v = _tower_value(s[m.start() : k + 1]) if "^" in s[m.end() : k] else None
+        if v is not None and len(str(abs(v))) < _TOWER_LITERAL_DIGITS:
+            out.append(s[pos : m.start()] + (f"({v})" if v < 0 else str(v)))
+            pos = k + 1
+        else:
+            out.append(s[pos : m.end()])  # look for smaller stacks inside the exponent
+            pos = m.end()
+    out.append(s[pos:])
+    return "".join(out)
 
 
 def _is_terminating(v: Fraction) -> bool:

@@ -176,7 +176,13 @@ _UNIT = "(?:" + "|".join(sorted((u for u in _UNITS if u.isalpha()), key=len, rev
 _AMOUNT_RE = re.compile(
     r"(?P<cur>\\?\$)?\s*" + _NUM + r"\s*(?P<u1>" + _UNIT + r")?\s*,?\s*(?:and\s+)?" + _NUM + r"\s*(?P<u2>" + _UNIT + ")"
 )
-_WORDS_RE = re.compile(r"(?P<n>" + _WORDS + r")(?:\s+(?P<unit>[a-z]+(?:\s+[a-z]+)?))?")
+_WORDS_RE = re.compile(r"(?P<n>" + _WORDS + r")(?:\s+(?P<rest>[a-z]+(?:\s+[a-z]+){0,3}))?")
+_NOT_A_NOUN_RE = re.compile(
+    r"half|halves|quarters?|thirds?|firsts?|seconds?|[a-z]*th|[a-z]*ths|dozens?|score|squared|cubed|times|over|plus"
+    r"|minus|point|divided|and|or|to|of|by|per|out|more|less|fewer|hundreds|thousands|millions|billions|x|i"
+)
+"""Words after a number word that change its value (``one half``, ``two dozen``, ``three squared``):
+such an answer is not read as a number."""
 
 
 def _value(tok: str) -> Fraction | None:
@@ -222,7 +228,11 @@ def rewrite_quantity(s: str) -> str | None:
     m = _WORDS_RE.fullmatch(plain)
     if m and re.search(r"[a-z]", m.group("n")):
         n = words_to_int(m.group("n"))
-        unit = m.group("unit")
-        if n is not None and (unit is None or unit_of(unit) is not None):
-            return str(n) if unit is None else f"{n} {unit}"
+        rest = m.group("rest")
+        if n is None:
+            return None
+        if rest is None:
+            return str(n)
+        if unit_of(rest) is not None or not any(_NOT_A_NOUN_RE.fullmatch(w) for w in rest.split()):
+            return f"{n} {rest}"  # "twelve apples" -> "12 apples" (the words then go as units do)
     return None
