@@ -84,6 +84,8 @@ EQUIVALENT = [
     ("math", "5, 6", r"\(\boxed{5}\), \(\boxed{6}\)"),
     ("math", "5, 6", r"\[\boxed{5}\] \[\boxed{6}\]"),
     ("math", "1, 2", r"\boxed{x=1} \\ \boxed{x=2}"),
+    ("math", "1, 2", r"\boxed{1}\quad\textbf{and}\quad\boxed{2}"),
+    ("math", r"\(1\) and \(-2\)", r"\boxed{-2, 1}"),
     # sets in bare braces
     ("math", "2, 3, 5", r"$${2, 3, 5}$$"),
     ("math", r"\{5, 3, 2\}", r"\boxed{{2,3,5}}"),
@@ -110,6 +112,8 @@ EQUIVALENT = [
     ("math", "V_{cone}:V_{cyl}=1:3", r"\boxed{1:3}"),
     ("math", r"v_{\text{max}}=5", r"\boxed{5}"),
     ("math", r"T_{\mathrm{total}} = 12", r"\boxed{12}"),
+    ("math", r"S_{\triangle ABC} = 6", r"\boxed{6}"),
+    ("math", r"\alpha_{1} = 3, \alpha_{2} = 5", r"\boxed{5, 3}"),
     ("math", r"x_{1}=2,\quadx_{2}=-3", r"\boxed{2} \quad \text{and} \quad \boxed{-3}"),
 ]
 
@@ -160,6 +164,8 @@ NOT_EQUIVALENT = [
     ("math", "(1,2)or(3,4)", r"\boxed{(1,2)}"),
     ("math", "S_{ABC}:S=2:5", r"\boxed{5:2}"),
     ("math", "x_{max}=7", r"\boxed{8}"),
+    ("math", r"S_{\triangle ABC} = 6", r"\boxed{7}"),
+    ("math", r"\(1\) and \(-2\)", r"\boxed{-1, 2}"),
     ("math", "2x+z=1", r"\boxed{1}"),  # an equation, not a name, on the left
 ]
 

@@ -54,9 +54,9 @@ def _leading_choice(pred: str, p: _Norm) -> str | None:
     return letter
 
 
-_NAME = r"(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?)"
+_NAME = r"(?:(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}=]+\}|_[A-Za-z0-9])?)"
 _ASSIGN_RE = re.compile(
-    r"(" + _NAME + r"(?::" + _NAME + r")*|\\[A-Za-z]+|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
+    r"(" + _NAME + r"(?::" + _NAME + r")*|\((?:[A-Za-z],)+[A-Za-z]\))\s*(?:=|\\in(?![A-Za-z]))([^=]+)"
 )
 """A name on the left of ``=`` (or ``\\in``): ``x``, ``a_{37}``, ``S_{MBCN}``, a ratio of names ``V_{1}:V_{2}``,
 ``\\alpha``, or a tuple of letters ``(x,y)``."""

@@ -224,6 +224,7 @@ def _normalize(answer: str) -> _Norm:
         if inner is not None:
             s = inner
     s = _strip_outer_math(s)
+    s = re.sub(r"(?<!\\)\\[()\[\]]", " ", s)  # inner math delimiters: \(1\) and \(-2\) -> 1 and -2
     s = re.sub(r"\s*\{\s*,\s*\}\s*|,\\!\s*", ",", s)  # LaTeX thousands separators {,} and ,\!
     s = _SPACING_RE.sub(lambda m: m.group() if m.group() == "\\\\" else "" if m.group() == "\\!" else " ", s)
     s = _SIZING_RE.sub("", s)
