@@ -300,7 +300,8 @@ def grade_in_process(
     """The grading logic of :func:`mathreason.grading.grade`, run in this process with the symbolic
     ``leaf`` given (see :func:`compare`): extraction, the gold, the comparison and the box-run rule.
     Pure and bounded; :class:`Deadline` (when ``clock`` runs out) and whatever ``leaf`` raises propagate.
-    The graders run it inside workers with math-verify as the leaf."""
+    :func:`~mathreason.grading.grade` runs it in the calling process with a leaf that asks a sandboxed
+    worker; :func:`~mathreason.grading.grade_many` runs it inside the workers with math-verify as the leaf."""
     family = dataset_family(dataset)
     clock = clock or Clock(None)
     extracted, run = _extract(response, family)

@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
-import threading
 import time
 from collections import deque
 from typing import Callable, Sequence
 
 from mathreason.grading.compare import Clock, Deadline, grade_in_process
 from mathreason.grading.extraction import _safe_extract
-from mathreason.grading.sandbox import _on_alarm, _run_with_alarm, _SoftTimeout
 from mathreason.grading.supervisor import WORKER_GRACE_S, Worker, WorkerDied, _leaf_via_worker, _pool, _pool_lock
-from mathreason.grading.symbolic import math_verify_equal
 from mathreason.grading.verdict import Verdict, _short
 
 
@@ -45,6 +41,7 @@ def grade(response: str, gold: str, dataset: str, *, timeout: float = 5.0) -> Ve
 
 
 def default_workers() -> int:
+    """Number of worker processes :func:`grade_many` starts by default: the CPUs this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except Exception:
@@ -67,8 +64,9 @@ def grade_many(
     replaced if it overruns that by more than a grace second; only that item is lost
     (``Verdict(False, extracted, "timeout")``). A worker that dies yields ``"error: ..."`` for its
     current item and the rest of its queue is re-sent to another worker. ``workers=None`` uses one
-    worker per available CPU; ``workers=0`` grades in this process (soft timer only, main thread
-    only; for debugging). Workers stay alive between calls (see :func:`shutdown_workers`).
+    worker per available CPU; ``workers=0`` grades the items one by one with :func:`grade` (cheap paths in
+    this process, the symbolic leaf in the single worker; for debugging). Workers stay alive between
+    calls (see :func:`shutdown_workers`).
     """
     n = len(responses)
     if len(golds) != n:
@@ -258,23 +256,8 @@ def run_pool(
         report(req, None, "error: no grading worker")
 
 
-def _grade_in_process(response: str, gold: str, dataset: str, timeout: float) -> Verdict:
-    """Grade in this process with a soft SIGALRM timer (main thread) and no hard kill."""
-    if threading.current_thread() is not threading.main_thread():
-        return grade(response, gold, dataset, timeout=timeout)
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    try:
-        clock = Clock(time.monotonic() + timeout)
-        return _run_with_alarm(lambda: grade_in_process(response, gold, dataset, leaf=math_verify_equal, clock=clock), timeout)
-    except (_SoftTimeout, Deadline):
-        return Verdict(False, _safe_extract(response, dataset), "timeout")
-    except Exception as e:  # noqa: BLE001
-        return Verdict(False, _safe_extract(response, dataset), f"error: {type(e).__name__}: {_short(e)}")
-    finally:
-        signal.signal(signal.SIGALRM, old)
-
-
 def _grade_in_process_safe(response, gold, dataset, timeout) -> Verdict:
+    """:func:`grade` of one item, with the type check of :func:`grade_many`."""
     if not isinstance(response, str) or not isinstance(gold, str):
         return Verdict(False, None, "error: response and gold must be strings")
     return grade(response, gold, dataset, timeout=timeout)

@@ -8,7 +8,8 @@
 * :func:`rewrite_quantity` rewrites a whole answer that is a number in words, or an amount in two units
   of one dimension, as a decimal and one unit: ``"\\text{twelve}"`` -> ``"12"``, ``"8 dollars and 50
   cents"`` -> ``"8.5 dollars"``, ``"\\$8 and 50 cents"`` -> ``"8.5 dollars"``, ``"2 hours 30 minutes"``
-  -> ``"2.5 hours"``.
+  -> ``"2.5 hours"``, ``"twelve apples"`` -> ``"12 apples"`` (the noun then goes as a unit does), but not
+  ``"one half"``, ``"two dozen"`` or ``"three squared"``, whose words change the number.
 
 The factors are a small table written here (no units library is a dependency, and the grader's
 parent process must stay light); every conversion is exact rational arithmetic.
