@@ -64,6 +64,9 @@ EQUIVALENT = [
     ("math", r"2\text{ kg}", r"\boxed{2000\text{ g}}"),
     ("math", r"1.5\text{ L}", r"\boxed{1500\text{ mL}}"),
     ("math", r"5\text{ feet }3\text{ inches}", r"\boxed{63\text{ inches}}"),
+    ("math", r"1\text{ day}", r"\boxed{24\text{ hours}}"),
+    ("math", r"1\text{ L}", r"\boxed{1000\text{ cm}^3}"),
+    ("math", r"t = 2\text{ hours}", r"\boxed{120\text{ minutes}}"),  # the unit of a named value
     ("math", r"5\text{ cm}", "5"),  # one side without a unit: the unit is dropped as before
     # stacks of powers small enough to evaluate
     ("math", "512", r"\boxed{2^{3^2}}"),
@@ -142,6 +145,7 @@ NOT_EQUIVALENT = [
     ("math", r"5\text{ m}", r"\boxed{50\text{ cm}}"),
     ("math", r"1\text{ ft}^2", r"\boxed{12\text{ in}^2}"),
     ("math", r"1\text{ km}", r"\boxed{1000}"),  # a unitless number is not converted
+    ("math", r"t = 2\text{ hours}", r"\boxed{2\text{ minutes}}"),
     ("math", "64", r"\boxed{2^{3^2}}"),  # 2^(3^2), not (2^3)^2
     ("math", "512", r"\boxed{(2^3)^2}"),
     ("math", "2^8", r"\boxed{2^{3^2}}"),

@@ -137,7 +137,9 @@ class _Comparator:
         if self.clock.deadline is not None and time.monotonic() > self.clock.deadline:
             raise Deadline()
 
-    def equiv(self, gold: str, pred: str, depth: int = 0) -> tuple[bool, str]:
+    def equiv(self, gold: str, pred: str, depth: int = 0, units: tuple = (None, None)) -> tuple[bool, str]:
+        """``(equivalent, reason)``; ``units`` are the units dropped from the answers this one came from
+        (``t = 2\\text{ hours}`` is compared as ``2`` in hours)."""
         self._check_time()
         if depth > 4:
             return False, "structure too deep"
@@ -146,7 +148,8 @@ class _Comparator:
         g, p = _normalize(gold), _normalize(pred)
         if not g.s or not p.s:
             return False, "empty answer"
-        converts = bool(g.unit and p.unit and g.unit[0] == p.unit[0] and g.unit[1] != p.unit[1])
+        gu, pu = g.unit or units[0], p.unit or units[1]
+        converts = bool(gu and pu and gu[0] == pu[0] and gu[1] != pu[1])
         if g.s == p.s and not converts:
             return True, "normalized match"
         if _CHOICE_GOLD_RE.fullmatch(g.s):
@@ -157,16 +160,16 @@ class _Comparator:
         # x = 3 vs 3; x \in [0,1] vs [0,1]
         ga, pa = _ASSIGN_RE.fullmatch(g.s), _ASSIGN_RE.fullmatch(p.s)
         if pa and not ga and "=" not in g.s and "\\in" not in g.s:
-            return self.equiv(gold, pa.group(2), depth + 1)
+            return self.equiv(gold, pa.group(2), depth + 1, (gu, pu))
         if ga and not pa and "=" not in p.s and "\\in" not in p.s:
-            return self.equiv(ga.group(2), pred, depth + 1)
+            return self.equiv(ga.group(2), pred, depth + 1, (gu, pu))
         if len(g.s) > MAX_ANSWER_CHARS or len(p.s) > MAX_ANSWER_CHARS:
             return False, "mismatch (answer too long for anything but string comparison)"
         gv, pv = _parse_number_str(g.s), _parse_number_str(p.s)
         if gv is not None and pv is not None:
             if converts:
                 # one dimension, two units: 1 km == 1000 m, 2 h == 120 min, \$0.80 == 80 cents
-                gv, pv = _Number(gv.value * g.unit[1], gv.decimal), _Number(pv.value * p.unit[1], pv.decimal)
+                gv, pv = _Number(gv.value * gu[1], gv.decimal), _Number(pv.value * pu[1], pv.decimal)
                 if _numeric_verdict(g, gv, p, pv):
                     return True, "numeric match (units converted)"
                 return False, "numeric mismatch"

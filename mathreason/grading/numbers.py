@@ -94,7 +94,7 @@ def _parse_number_str(s: str) -> _Number | None:
     return None
 
 
-_TOWER_RE = re.compile(r"(\d{1,6}|\(-?\d{1,6}\))\^\{(.+)\}")
+_TOWER_RE = re.compile(r"(\d{1,6}|\(-?\d{1,6}\)|\{\d{1,6}\})\^\{(.+)\}")
 _TOWER_START_RE = re.compile(r"(?<![\d.])(\d{1,6}|\(-?\d{1,6}\))\^\{")
 _TOWER_LITERAL_DIGITS = 100
 """A stack of powers inside an expression is replaced by its value only below this many digits."""
@@ -113,7 +113,7 @@ def _tower_value(s: str, depth: int = 0) -> int | None:
     if m is None or (depth == 0 and "^" not in m.group(2)):
         return None
     exp = _tower_value(m.group(2), depth + 1)
-    base = int(m.group(1).strip("()"))
+    base = int(m.group(1).strip("(){}"))
     if exp is None or exp < 0:
         return None
     if abs(base) < 2:
