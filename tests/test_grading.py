@@ -400,6 +400,7 @@ def test_symbolic_timeout_gives_a_timeout_verdict():
 
 def test_worker_that_hangs_is_killed_and_replaced():
     w = Worker()
+    assert w.proc.args == [sys.executable, "-m", "mathreason.grading.worker"]  # a module, no source string
     try:
         t = time.perf_counter()
         out = w.call({"id": 1, "op": "sleep", "seconds": 30}, time.monotonic() + 0.5)
