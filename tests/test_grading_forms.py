@@ -88,6 +88,7 @@ EQUIVALENT = [
     ("math", "5, 6", r"\[\boxed{5}\] \[\boxed{6}\]"),
     ("math", "1, 2", r"\boxed{x=1} \\ \boxed{x=2}"),
     ("math", "1, 2", r"\boxed{1}\quad\textbf{and}\quad\boxed{2}"),
+    ("math", "(3, -1)", r"$x = \boxed{3}$ \quad \text{and} \quad $y = \boxed{-1}$"),
     ("math", r"\(1\) and \(-2\)", r"\boxed{-2, 1}"),
     # sets in bare braces
     ("math", "2, 3, 5", r"$${2, 3, 5}$$"),
@@ -156,6 +157,7 @@ NOT_EQUIVALENT = [
     ("math", "1, 2", r"\boxed{1} because we then check the other case, where \boxed{2}"),
     ("math", "a = 4, b = 9", r"\boxed{a = 4} \quad \text{and} \quad \boxed{b = 8}"),
     ("math", r"\(\boxed{3}\) and \(\boxed{-4}\).", r"$\boxed{-4, 4}$"),
+    ("math", "(3, -1)", r"\boxed{-1} \quad \text{and} \quad \boxed{3}"),  # a point is ordered
     ("math", "2, 3, 5", r"${2, 3}$"),
     ("math", r"\pm 7", r"${7}$"),
     ("math", r"\pm 7", r"${-7, 8}$"),

@@ -320,8 +320,8 @@ def grade_in_process(
         gs = _normalize(gold_ans).s
         gl = _split_top(gs, (",", ";"))
         gb = _bracketed(gs) or _bare_set(gs)
-        if gl is not None and len(gl) == 1 and gb is not None and gb[0] in _SET_OPENS:
-            gl = _split_top(gb[1], (",",))  # a set {1,2,3} against \boxed{1}, \boxed{2}, \boxed{3}
+        if gl is not None and len(gl) == 1 and gb is not None and (gb[0] in _SET_OPENS or gb[0] == "("):
+            gl = _split_top(gb[1], (",",))  # a set {1,2,3} or a point (1,2) against \boxed{1}, \boxed{2}, ...
         if gl is not None and len(gl) == len(run):
             joined = ", ".join(run)
             ok2, why2 = cmp.equiv(gold_ans, joined)
