@@ -54,7 +54,10 @@ Equivalence policy (also in ``docs/grading.md``):
   plain symbol, so the symbolic leaf compares again with ``i`` replaced by sympy's ``I``.
 * A gold may be a reference text: its final answer is read as from a response (a box, ``####``, or the
   last "the answer is ..."). An escaped ``\\$`` inside a math span does not end the span.
-* In a response with several boxes the last one counts; when the gold is a list and the response
+* In a response with several boxes the last one counts; when the gold is a list (or a set, or a point)
+  and the response ends with a run of adjacent boxes (``\\boxed{-2} and \\boxed{1}``,
+  ``\\boxed{(2,5)} \\quad \\text{and} \\quad \\boxed{(7,1)}``,
+  ``\\( x = \\boxed{3} \\) and \\( y = \\boxed{4} \\)``) the run is read as that list.
 
 The package, one module per idea: :mod:`~mathreason.grading.extraction` (boxes, "####", "the answer
 is"), :mod:`~mathreason.grading.normalization` (canonical strings), :mod:`~mathreason.grading.numbers`
