@@ -7,9 +7,24 @@ import time
 from typing import Callable
 
 from mathreason.grading.extraction import _extract, _prepare_gold
-from mathreason.grading.normalization import MAX_ANSWER_CHARS, _UNICODE, _UNICODE_RE, _Norm, _normalize, _strip_outer_math
+from mathreason.grading.normalization import (
+    MAX_ANSWER_CHARS,
+    _UNICODE,
+    _UNICODE_RE,
+    _Norm,
+    _normalize,
+    _strip_outer_math,
+)
 from mathreason.grading.numbers import _evaluate_towers, _Number, _numeric_verdict, _parse_number_str
-from mathreason.grading.structures import _SET_OPENS, _bare_set, _bracketed, _expand_pm, _is_multi, _matrix_cells, _split_top
+from mathreason.grading.structures import (
+    _SET_OPENS,
+    _bare_set,
+    _bracketed,
+    _expand_pm,
+    _is_multi,
+    _matrix_cells,
+    _split_top,
+)
 from mathreason.grading.verdict import Verdict, dataset_family
 
 MAX_SYMBOLIC_CHARS = 400
@@ -288,7 +303,9 @@ def no_symbolic(gold: str, pred: str) -> bool:
     return False
 
 
-def compare(gold: str, pred: str, *, leaf: Callable[[str, str], bool] = no_symbolic, clock: Clock | None = None) -> tuple[bool, str]:
+def compare(
+    gold: str, pred: str, *, leaf: Callable[[str, str], bool] = no_symbolic, clock: Clock | None = None
+) -> tuple[bool, str]:
     """``(equivalent, reason)`` for a gold answer and an extracted predicted answer, in this process.
 
     ``leaf(gold, pred)`` decides what only sympy can, on two canonical strings that passed
@@ -298,7 +315,12 @@ def compare(gold: str, pred: str, *, leaf: Callable[[str, str], bool] = no_symbo
 
 
 def grade_in_process(
-    response: str, gold: str, dataset: str, *, leaf: Callable[[str, str], bool] = no_symbolic, clock: Clock | None = None
+    response: str,
+    gold: str,
+    dataset: str,
+    *,
+    leaf: Callable[[str, str], bool] = no_symbolic,
+    clock: Clock | None = None,
 ) -> Verdict:
     """The grading logic of :func:`mathreason.grading.grade`, run in this process with the symbolic
     ``leaf`` given (see :func:`compare`): extraction, the gold, the comparison and the box-run rule.

@@ -105,7 +105,8 @@ def last_boxed(text: str) -> str | None:
 
 
 _BOX_SEP_RE = re.compile(
-    r"(?:[\s$,;&~]|\\[,;:! \\]|\\q?quad(?![A-Za-z])|\\[()\[\]]|\\(?:text|textbf|textrm|textit|mbox|mathrm)\{\s*(?:and|or|,)?\s*\}"
+    r"(?:[\s$,;&~]|\\[,;:! \\]|\\q?quad(?![A-Za-z])|\\[()\[\]]"
+    r"|\\(?:text|textbf|textrm|textit|mbox|mathrm)\{\s*(?:and|or|,)?\s*\}"
     r"|(?<![A-Za-z])(?:and|or)(?![A-Za-z])|[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=)*"
 )
 """What may stand between two boxes of one answer: spacing, commas, "and"/"or" (also as ``\\text{ and }``),

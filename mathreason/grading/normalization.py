@@ -33,7 +33,8 @@ _DOLLAR_RE = re.compile(r"\\\$|\$|\\(?:textdollar|dollar)(?![A-Za-z])")
 _CURRENCY_RE = re.compile(r"\\\$|\\(?:textdollar|dollar)(?![A-Za-z])")
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![A-Za-z])")
 _DEGREE_ARG_RE = re.compile(
-    r"(\d+(?:\.\d+)?|\{[^{}]*\}|\([^()]*\))\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ(?![A-Za-z])|\\degree(?![A-Za-z]))"
+    r"(\d+(?:\.\d+)?|\{[^{}]*\}|\([^()]*\))\s*"
+    r"(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ(?![A-Za-z])|\\degree(?![A-Za-z]))"
 )
 _CMD_ALIASES = [
     (re.compile(r"\\[dtc]frac(?![A-Za-z])"), r"\\frac"),
@@ -246,7 +247,11 @@ def _normalize(answer: str) -> _Norm:
     s = re.sub(r"(?<![\d.,/])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.,/])", r"\1\\frac{\2}{\3}", s)
     s, dropped = _strip_units(s)
     units = [u for u in map(unit_of, dropped) if u is not None]
-    unit = units[0] if len(units) == 1 and len(dropped) == 1 else ("money", Fraction(1)) if money and not dropped else None
+    unit = None
+    if len(units) == 1 and len(dropped) == 1:
+        unit = units[0]  # the one unit dropped: (dimension, size), for conversions
+    elif money and not dropped:
+        unit = ("money", Fraction(1))  # \$18.90
     s = re.sub(r"\s*\^\s*\{?\s*\\?circ\s*\}?\s*$", "", s)
     had_text = bool(re.search(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|emph)\s*\{[^{}]*[A-Za-z]{2,}", s))
     for _ in range(3):

@@ -42,7 +42,8 @@ class Worker:
             PYTHONDONTWRITEBYTECODE="1",
         )
         # the worker must import this very package (not another install of it): its folder goes first
-        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT] + paths)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE],
             stdin=subprocess.PIPE,
