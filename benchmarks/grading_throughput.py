@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mathreason.data import default_data_dir, load_gsm8k, load_math  # noqa: E402
-from mathreason.grading import _default_workers, grade, grade_many, parse_number  # noqa: E402
+from mathreason.grading import default_workers, grade, grade_many, parse_number  # noqa: E402
 
 
 def _rewrite(gold: str, rng: random.Random) -> str:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"real data not found under {data_dir} (set STEPCREDIT_DATA to the folder holding gsm8k/ and math/)")
     rng = random.Random(args.seed)
     sets = {"gsm8k": load_gsm8k("test", gpath), "math": load_math("test", mpath)}
-    workers = args.workers or _default_workers()
+    workers = args.workers or default_workers()
     load_before = os.getloadavg()
     grade_many(["\\boxed{1}"] * (2 * workers), ["1"] * (2 * workers), "math", workers=workers, chunksize=1)  # warm-up
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpus_available": _default_workers(),
+            "cpus_available": default_workers(),
             "load_average_before": [round(x, 2) for x in load_before],
         },
         "settings": {"n_per_dataset": args.n, "workers": workers, "timeout_s": args.timeout, "chunksize": args.chunksize, "seed": args.seed},

@@ -13,7 +13,19 @@ import pytest
 
 from conftest import REPO_ROOT
 from mathreason import grading
-from mathreason.grading import Verdict, boxed_contents, extract_answer, grade, grade_many, last_boxed, parse_number
+from mathreason.grading import (
+    Verdict,
+    boxed_contents,
+    extract_answer,
+    grade,
+    grade_in_process,
+    grade_many,
+    last_boxed,
+    parse_number,
+)
+from mathreason.grading.pool import run_pool
+from mathreason.grading.supervisor import Worker
+from mathreason.grading.symbolic import imaginary_unit_applies, math_verify_equal
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,15 +288,19 @@ NOT_EQUIVALENT = [
 ]
 
 
+# The policy tables run through the comparator in this process (math-verify as the symbolic leaf, no
+# worker); test_grade_many_matches_grade runs every case through the workers as well.
+
+
 @pytest.mark.parametrize("dataset, gold, response", EQUIVALENT)
 def test_equivalent(dataset, gold, response):
-    v = grade(response, gold, dataset)
+    v = grade_in_process(response, gold, dataset, leaf=math_verify_equal)
     assert v.correct, v
 
 
 @pytest.mark.parametrize("dataset, gold, response", NOT_EQUIVALENT)
 def test_not_equivalent(dataset, gold, response):
-    v = grade(response, gold, dataset)
+    v = grade_in_process(response, gold, dataset, leaf=math_verify_equal)
     assert not v.correct, v
 
 
@@ -310,7 +326,7 @@ def test_choice_followed_by_a_value_is_judged_by_its_letter(gold, response):
 
 
 def test_imaginary_unit_policy():
-    applies = grading._imaginary_unit_applies
+    applies = imaginary_unit_applies
     assert applies("-1", "i^{2}") and applies("3+4i", "4i+3") and applies("-1", r"e^{i\pi}")
     assert not applies("-1", "x^{2}")  # no standalone i
     assert not applies(r"\pi", r"\sin{x}") and not applies(r"\infty", "1")  # i inside commands
@@ -365,7 +381,7 @@ def test_pathological_input_is_bounded_and_never_raises(response, gold):
     t = time.perf_counter()
     v = grade(response, gold, "math", timeout=2.0)
     assert isinstance(v, Verdict) and not v.correct
-    assert time.perf_counter() - t < 2.0 + grading._WORKER_GRACE_S + 1.0
+    assert time.perf_counter() - t < 2.0 + grading.WORKER_GRACE_S + 1.0
 
 
 def test_symbolic_timeout_gives_a_timeout_verdict():
@@ -377,13 +393,14 @@ def test_symbolic_timeout_gives_a_timeout_verdict():
     elapsed = time.perf_counter() - t
     assert not v.correct
     assert v.reason in {"timeout", "symbolic mismatch"}
-    assert elapsed < 0.5 + grading._WORKER_GRACE_S + 1.0
+    assert elapsed < 0.5 + grading.WORKER_GRACE_S + 1.0
     # the worker is still usable afterwards
     assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct
 
 
 def test_worker_that_hangs_is_killed_and_replaced():
-    w = grading._Worker()
+    w = Worker()
+    assert w.proc.args == [sys.executable, "-m", "mathreason.grading.worker"]  # a module, no source string
     try:
         t = time.perf_counter()
         out = w.call({"id": 1, "op": "sleep", "seconds": 30}, time.monotonic() + 0.5)
@@ -409,7 +426,7 @@ def test_run_pool_loses_only_the_stuck_or_dead_item():
         got[req["id"]] = (msg, failure)
 
     t = time.perf_counter()
-    grading._run_pool(reqs, 2, 5.0, on_result, chunksize=4)  # 5 s: a loaded machine must not time out real grades
+    run_pool(reqs, 2, 5.0, on_result, chunksize=4)  # 5 s: a loaded machine must not time out real grades
     assert time.perf_counter() - t < 30
     assert sorted(got) == list(range(40))
     assert got[7] == (None, "timeout")
@@ -454,7 +471,7 @@ def test_worker_sandbox_refuses_eval_and_writes(tmp_path):
     """Defence in depth: inside a worker, compiling code from a string and opening files for writing
     are refused (an audit hook), so even a path that tried to evaluate model output would fail closed."""
     target = tmp_path / "written"
-    w = grading._Worker()
+    w = Worker()
     try:
         out = w.call({"id": 1, "op": "sandbox_selftest", "path": str(target)}, time.monotonic() + 30)
         assert out["selftest"]["eval"].startswith("refused") and out["selftest"]["write"].startswith("refused")
@@ -583,18 +600,18 @@ import os, sys
 from mathreason import grading
 from mathreason.grading import grade
 assert grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct  # the parent's worker exists now
-parent_worker = grading._single
+parent_worker = grading.current_worker()
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
     v = grade(r"\boxed{\sqrt{18}}", r"3\sqrt{2}", "math")
-    mine = grading._single is not parent_worker and grading._single.owner_pid == os.getpid()
+    mine = grading.current_worker() is not parent_worker and grading.current_worker().owner_pid == os.getpid()
     os.write(w, b"ok" if (v.correct and mine) else b"bad")
     grading.shutdown_workers()
     os._exit(0)
 os.waitpid(pid, 0)
 child = os.read(r, 10)
-again = grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct and grading._single is parent_worker
+again = grade(r"\boxed{\sqrt{8}}", r"2\sqrt{2}", "math").correct and grading.current_worker() is parent_worker
 print(child.decode(), again)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)

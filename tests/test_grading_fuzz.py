@@ -82,7 +82,7 @@ class _RecordingLeaf:
         self.calls += 1
         assert isinstance(gold, str) and isinstance(pred, str)
         # whatever reaches sympy has passed the pre-screen
-        assert grading._symbolic_risk(gold) is None and grading._symbolic_risk(pred) is None
+        assert grading.symbolic_risk(gold) is None and grading.symbolic_risk(pred) is None
         return False
 
 
@@ -90,10 +90,10 @@ def _everything(response: str, gold: str, dataset: str) -> None:
     extract_answer(response, dataset)
     normalize_answer(response)
     parse_number(response)
-    grading._symbolic_risk(response)
-    v = grading._grade_core(response, gold, grading.dataset_family(dataset), _RecordingLeaf(), grading._Clock(None))
+    grading.symbolic_risk(response)
+    v = grading.grade_in_process(response, gold, dataset, leaf=_RecordingLeaf())
     assert isinstance(v, Verdict)
-    grading._grade_core(gold, response, grading.dataset_family(dataset), _RecordingLeaf(), grading._Clock(None))
+    grading.grade_in_process(gold, response, dataset, leaf=_RecordingLeaf())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +121,7 @@ _TOKENS = [
     "1", "2", "0", "9", "10", "1,000", "3.14", "1e9", "\\circ", "^\\circ", "\\$", "\\!", "\\,", "and", "\\text{ and }",
     "\\int", "\\sum", "\\lim", "\\log", "\\sin", "\\binom", "\\mathbf{", "\\operatorname{", "'", '"', "\\", "\x00", "\u2212",
     "π", "√", "×", "🙂", "(A)", "\\text{(B)}", "Monday",
+    "twelve", "hundred", " dollars", " cents", " km", " m", "\\text{ hours}", "\\quad", "or", "_{ABC}", ":", "°",
 ]
 
 random_text = st.text(max_size=400)
@@ -252,13 +253,13 @@ def test_fuzz_through_workers(tmp_path):
     assert not any(v.reason.startswith("error") for v in verdicts), [v for v in verdicts if v.reason.startswith("error")][:3]
     # the bound: no item holds a worker longer than timeout + grace, so the batch is bounded too
     n_timeouts = sum(v.reason == "timeout" for v in verdicts)
-    assert elapsed < (len(responses) / 2) * 0.5 + (n_timeouts + 2) * (timeout + grading._WORKER_GRACE_S + 2.0)
+    assert elapsed < (len(responses) / 2) * 0.5 + (n_timeouts + 2) * (timeout + grading.WORKER_GRACE_S + 2.0)
     # one-at-a-time grade() calls on a sample: each finishes within its timeout (plus the kill grace)
     for r, g in list(zip(responses, golds))[:: max(1, len(responses) // 60)]:
         t = time.perf_counter()
         v = grade(r, g, "math", timeout=timeout)
         assert isinstance(v, Verdict)
-        assert time.perf_counter() - t < timeout + grading._WORKER_GRACE_S + 1.0
+        assert time.perf_counter() - t < timeout + grading.WORKER_GRACE_S + 1.0
     assert not os.path.exists(marker)
     print(f"\nfuzz through workers: {len(responses)} strings in {elapsed:.1f}s, {n_timeouts} timeouts, "
           f"{sum(v.correct for v in verdicts)} correct")
