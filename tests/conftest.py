@@ -71,3 +71,32 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set STEPCREDIT_DATA to the folder holding gsm8k/ and math/)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tmp_path_factory):
+    """One tiny star-graph SFT run shared by every test module that needs a trained checkpoint (analysis,
+    exact/MC Q, queries): G(2,3,8), 400 training graphs, a 2x32 GPT, 150 steps (about two seconds).  It has
+    learned some of the task, so its probabilities are far from uniform and from 0/1 and Q-values are
+    non-trivial.  Yields ``(cfg, ckpt)``: the :class:`stargraph.config.TrainConfig` and ``ckpt_150.pt``."""
+    from stargraph.config import DataConfig, ModelConfig, RuntimeConfig, SFTConfig, TrainConfig
+    from stargraph.graphs import make_splits
+    from stargraph.train import train_sft
+
+    root = tmp_path_factory.mktemp("tiny_sft")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEPCREDIT_CACHE", str(root / "cache"))
+    make_splits.cache_clear()
+    cfg = TrainConfig(
+        seed=0,
+        data=DataConfig(degree=2, path_len=3, num_nodes=8, n_train=400, n_test=60, n_eval_train=60),
+        model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
+        sft=SFTConfig(max_steps=150, batch_size=64, learning_rate=3e-3, warmup_steps=5, eval_every=150, resume_every=0),
+        runtime=RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off"),
+    )
+    try:
+        train_sft(cfg, root / "sft", log=lambda s: None)
+    finally:
+        mp.undo()
+        make_splits.cache_clear()
+    return cfg, root / "sft" / "ckpt_150.pt"

@@ -10,29 +10,13 @@ import pytest
 import torch
 
 from stargraph.analysis import gradient_alignment
-from stargraph.config import DataConfig, ModelConfig, PoolConfig, PostTrainConfig, RuntimeConfig, SFTConfig, TrainConfig
-from stargraph.graphs import make_splits
+from stargraph.config import PoolConfig, PostTrainConfig, RuntimeConfig
 from stargraph.posttrain import PostTrainer
-from stargraph.train import train_sft
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("align")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STEPCREDIT_CACHE", str(root / "cache"))
-    make_splits.cache_clear()
-    cfg = TrainConfig(
-        seed=0,
-        data=DataConfig(degree=2, path_len=4, num_nodes=10, n_train=400, n_test=50, n_eval_train=50),
-        model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(max_steps=40, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=40, resume_every=0),
-        runtime=RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off"),
-    )
-    train_sft(cfg, root / "sft", log=lambda s: None)
-    yield root / "sft" / "ckpt_40.pt"
-    mp.undo()
-    make_splits.cache_clear()
+def ckpt(tiny_sft):
+    return tiny_sft[1]
 
 
 def test_per_step_dpo_gradient_is_half_beta_times_the_log_prob_difference(ckpt):

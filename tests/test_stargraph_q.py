@@ -9,37 +9,21 @@ import networkx as nx
 import pytest
 import torch
 
-from stargraph.config import DataConfig, ModelConfig, RuntimeConfig, SFTConfig, TrainConfig
 from stargraph.evaluate import generate, greedy_accuracy, summarize, teacher_forced
-from stargraph.graphs import make_splits
 from stargraph.model import GPT, GPTConfig
 from stargraph.rollouts import exact_step_q, mc_step_q, on_path, sample_responses, true_path_step_q
 from stargraph.runio import load_checkpoint
 from stargraph.tokenizer import TokenizedGraphs
-from stargraph.train import load_data, train_sft
+from stargraph.train import load_data
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny SFT checkpoint on G(2,3,6): its probabilities are far from uniform and from 0/1."""
-    root = tmp_path_factory.mktemp("q")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STEPCREDIT_CACHE", str(root / "cache"))
-    make_splits.cache_clear()
-    cfg = TrainConfig(
-        seed=0,
-        data=DataConfig(degree=2, path_len=3, num_nodes=6, n_train=300, n_test=50, n_eval_train=50),
-        model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(max_steps=60, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=60, resume_every=0),
-        runtime=RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off"),
-    )
-    train_sft(cfg, root / "sft", log=lambda s: None)
-    model, _ = load_checkpoint(root / "sft" / "ckpt_60.pt")
+def tiny(tiny_sft):
+    """The session's tiny SFT checkpoint (tests/conftest.py) and its data: probabilities far from uniform and from 0/1."""
+    cfg, ckpt = tiny_sft
+    model, _ = load_checkpoint(ckpt)
     model.eval()
-    data = load_data(cfg, torch.device("cpu"))
-    yield model, data
-    mp.undo()
-    make_splits.cache_clear()
+    return model, load_data(cfg, torch.device("cpu"))
 
 
 @torch.no_grad()

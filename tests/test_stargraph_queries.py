@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from stargraph import runio
 from stargraph.config import DataConfig, ModelConfig, PoolConfig, PostDataConfig, PostTrainConfig, RuntimeConfig, SFTConfig, TrainConfig
 from stargraph.evaluate import source_children
 from stargraph.graphs import GraphSpec, make_splits, sample_graphs
 from stargraph.posttrain import PostTrainer
 from stargraph.queries import build_queries, goal_choices, load_query_data, QueryOptions, tokenize_queries
 from stargraph.tokenizer import StarTokenizer, tokenize_graphs
-from stargraph.train import load_data, train_sft
+from stargraph.train import load_data
 
 RT = RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off")
 MAIN = GraphSpec(2, 4, 10)
@@ -36,24 +35,9 @@ def tiny_train(**data) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny checkpoint on G(2,3,8) that has learned some of the task (probabilities far from 0/1, so
-    Q-values are non-trivial; about two seconds)."""
-    root = tmp_path_factory.mktemp("queries")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STEPCREDIT_CACHE", str(root / "cache"))
-    make_splits.cache_clear()
-    cfg = TrainConfig(
-        seed=0,
-        data=DataConfig(degree=2, path_len=3, num_nodes=8, n_train=400, n_test=60, n_eval_train=60),
-        model=ModelConfig(n_layer=2, n_head=2, n_embd=32),
-        sft=SFTConfig(max_steps=150, batch_size=64, learning_rate=3e-3, warmup_steps=5, eval_every=150, resume_every=0),
-        runtime=RT,
-    )
-    train_sft(cfg, root / "sft", log=lambda s: None)
-    yield root / "sft" / "ckpt_150.pt"
-    mp.undo()
-    make_splits.cache_clear()
+def ckpt(tiny_sft):
+    """The session's tiny checkpoint on G(2,3,8) (tests/conftest.py)."""
+    return tiny_sft[1]
 
 
 def read_query(tokens: torch.Tensor, P: int, num_nodes: int) -> tuple[nx.DiGraph, int, int]:
