@@ -126,3 +126,28 @@ def test_wandb_offline_run_holds_the_scalars_of_metrics_jsonl(tmp_path, monkeypa
     for r in recs:
         assert hist[r["step"]] == pytest.approx(scalars(r))
     assert os.environ.get("WANDB_MODE") is None  # the run's mode came from the config, not the environment
+
+
+def test_trackio_local_run_holds_the_scalars_of_metrics_jsonl(tmp_path):
+    """trackio (the [tracking] extra; skipped without it) logs to a local SQLite database under TRACKIO_DIR,
+    which trackio reads once at import: the run is a fresh process."""
+    pytest.importorskip("trackio")
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    run = tmp_path / "sft"
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "stargraph.cli", "train", str(run), "--preset", "tiny", "--tracking", "trackio"]
+    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [db] = list((tmp_path / "trackio").glob("*.db"))
+    with sqlite3.connect(db) as con:
+        rows = {step: json.loads(m) for step, m in con.execute("select step, metrics from metrics")}
+    recs = runio.read_jsonl(run / "metrics.jsonl")
+    assert sorted(rows) == [r["step"] for r in recs] and len(recs) >= 2
+    for r in recs:
+        assert set(scalars(r)) <= set(rows[r["step"]])
+        assert {k: rows[r["step"]][k] for k in scalars(r)} == pytest.approx(scalars(r))
