@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,14 @@ from typing import Any
 
 from mathreason.runs import read_jsonl, sha256_file, write_jsonl_atomic
 
-__all__ = ["pack_teaching_run"]
+__all__ = ["pack_teaching_run", "teaching_dir"]
+
+
+def teaching_dir() -> Path:
+    """Where the course's teaching copy lives (outside git, like every checkpoint): ``$STEPCREDIT_TEACH_DIR``,
+    else ``runs/arith-artefact-teach`` of the checkout (what ``bash scripts/arith_artefact.sh`` writes)."""
+    env = os.environ.get("STEPCREDIT_TEACH_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "runs" / "arith-artefact-teach"
 
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _SUMMARIES = ("config.yaml", "metrics.jsonl", "advantages/summary.json", "grade/summary.json", "pairs/summary.json",

@@ -11,11 +11,8 @@
 #
 #   bash scripts/arith_artefact.sh [RUN_DIR] [--set section.field=value ...]
 #
-# TEACH_DIR sets where the teaching copy goes (default RUN_DIR-teach). The course's lesson 4 reads the
-# committed copy in notebooks/artefacts/arith-teach (CONTRIBUTING's one exception to "no checkpoints");
-# regenerate it with
-#
-#   TEACH_DIR=notebooks/artefacts/arith-teach bash scripts/arith_artefact.sh
+# TEACH_DIR sets where the teaching copy goes (default RUN_DIR-teach). The course's lesson 4 reads it from
+# runs/arith-artefact-teach (the default) or $STEPCREDIT_TEACH_DIR; like every checkpoint it stays out of git.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MATHREASON:-.venv/bin/mathreason}"

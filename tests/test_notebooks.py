@@ -30,6 +30,12 @@ def test_notebook_runs(path, tmp_path, record_property):
             assert not cell.get("outputs"), f"{path.name}: commit notebooks without outputs"
     for module in nb.metadata.get("stepcredit", {}).get("requires", []):  # e.g. lesson 4 runs a transformers model
         pytest.importorskip(module, reason=f"{path.name} needs {module} (pip install -e '.[math]')")
+    if nb.metadata.get("stepcredit", {}).get("requires_teaching_artefact"):  # lesson 4: a trained pi_sft, kept out of git
+        from mathreason.artefact import teaching_dir
+
+        if not (teaching_dir() / "MANIFEST.json").is_file():
+            pytest.skip(f"{path.name} needs the arith teaching artefact at {teaching_dir()} (bash scripts/arith_artefact.sh, "
+                        "about 7 minutes; or set STEPCREDIT_TEACH_DIR)")
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     t0 = time.perf_counter()
     client.execute()
