@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from shared.tracking import MetricsMirror, TensorBoardWriter, TrackingConfig, scalars
+from shared.tracking import MetricsMirror, TrackingConfig, scalars
+from shared.tracking import make_writer as shared_make_writer
 
 __all__ = ["REPORT_TO_ENV", "make_writer", "mirror_stages", "report_to", "training_env"]
 
@@ -60,50 +61,9 @@ def training_env(cfg: TrackingConfig, run_dir: str | Path, stage: str) -> Iterat
                 os.environ[k] = v
 
 
-class _WandbWriter:
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, name: str) -> None:
-        try:
-            import wandb
-        except Exception as e:  # noqa: BLE001
-            raise RuntimeError("tracking.backend: wandb needs wandb: pip install 'stepcredit[tracking]'") from e
-        os.environ.setdefault("WANDB_SILENT", "true")
-        self._wandb = wandb
-        self._run = wandb.init(project=cfg.project, name=name, dir=str(run_dir), mode=cfg.wandb_mode, reinit="create_new")
-
-    def log(self, values, step: int) -> None:
-        self._run.log(dict(values), step=step)
-
-    def close(self) -> None:
-        self._run.finish()
-        self._wandb.teardown()  # the offline run file is complete only once wandb's service has stopped
-
-
-class _TrackioWriter:
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, name: str) -> None:
-        try:
-            import trackio
-        except Exception as e:  # noqa: BLE001
-            raise RuntimeError("tracking.backend: trackio needs trackio: pip install 'stepcredit[tracking]'") from e
-        self._trackio = trackio
-        trackio.init(project=cfg.project, name=name)
-
-    def log(self, values, step: int) -> None:
-        self._trackio.log(dict(values), step=step)
-
-    def close(self) -> None:
-        self._trackio.finish()
-
-
 def make_writer(cfg: TrackingConfig, run_dir: str | Path, name: str):
-    """The :class:`shared.tracking.Writer` of the non-training stages of one run folder."""
-    run_dir = Path(run_dir)
-    if cfg.backend == "tensorboard":
-        return TensorBoardWriter(run_dir / "tb" / "stages")
-    if cfg.backend == "wandb":
-        return _WandbWriter(cfg, run_dir, name)
-    if cfg.backend == "trackio":
-        return _TrackioWriter(cfg, run_dir, name)
-    raise ValueError(f"tracking.backend {cfg.backend!r} has no writer")
+    """The :class:`shared.tracking.Writer` of the non-training stages of one run folder (TensorBoard: ``<run>/tb/stages``)."""
+    return shared_make_writer(cfg, run_dir, name, tb_dir=Path(run_dir) / "tb" / "stages")
 
 
 def _stage_step(record: Mapping[str, Any], index: int) -> int | None:

@@ -6,10 +6,10 @@ and once more at the end) and forwards each complete record's numeric fields to 
 the record's ``step``. The loops that write ``metrics.jsonl`` need no change, and a worker process, a
 Ray task or this process can mirror its own run folder.
 
-This module holds what the front ends share: :class:`TrackingConfig`, the mirror, and the TensorBoard
-writer (``torch.utils.tensorboard``; needs the ``tensorboard`` package). The wandb and Trackio writers
-live in the front ends (``stargraph.tracking``, ``mathreason.tracking``), since this package imports only
-the standard library, torch and numpy.
+This module holds what the front ends share: :class:`TrackingConfig`, the mirror and the writers
+(:func:`make_writer`: TensorBoard through ``torch.utils.tensorboard``, wandb, Trackio). wandb and Trackio
+are optional extras imported only when their writer is made: the one place ``shared`` imports anything
+beyond the standard library, torch and numpy (``tests/test_architecture.py`` allows exactly this).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from shared.configlib import require
 
-__all__ = ["BACKENDS", "MetricsMirror", "TensorBoardWriter", "TrackingConfig", "Writer", "scalars"]
+__all__ = ["BACKENDS", "MetricsMirror", "TensorBoardWriter", "TrackingConfig", "Writer", "make_writer", "scalars"]
 
 BACKENDS = ("none", "tensorboard", "wandb", "trackio")
 
@@ -200,3 +200,51 @@ class MetricsMirror:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _WandbWriter:
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, name: str, config: dict | None) -> None:
+        try:
+            import wandb
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError("tracking.backend: wandb needs wandb: pip install 'stepcredit[tracking]'") from e
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self._wandb = wandb
+        self._run = wandb.init(
+            project=cfg.project, name=name, dir=str(run_dir), mode=cfg.wandb_mode, config=config, reinit="create_new",
+        )
+
+    def log(self, values, step: int) -> None:
+        self._run.log(dict(values), step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+        self._wandb.teardown()  # the offline run file is complete only once wandb's service has stopped
+
+
+class _TrackioWriter:
+    def __init__(self, cfg: TrackingConfig, name: str, config: dict | None) -> None:
+        try:
+            import trackio
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError("tracking.backend: trackio needs trackio: pip install 'stepcredit[tracking]'") from e
+        self._trackio = trackio
+        trackio.init(project=cfg.project, name=name, config=config)
+
+    def log(self, values, step: int) -> None:
+        self._trackio.log(dict(values), step=step)
+
+    def close(self) -> None:
+        self._trackio.finish()
+
+
+def make_writer(cfg: TrackingConfig, run_dir: str | Path, name: str, *, tb_dir: str | Path, config: dict | None = None) -> Writer:
+    """The :class:`Writer` of ``cfg.backend``: TensorBoard event files in ``tb_dir``, an (offline by default)
+    wandb run under ``run_dir/wandb``, or a Trackio run of ``cfg.project``; ``config`` is the run's config tree."""
+    if cfg.backend == "tensorboard":
+        return TensorBoardWriter(tb_dir)
+    if cfg.backend == "wandb":
+        return _WandbWriter(cfg, Path(run_dir), name, config)
+    if cfg.backend == "trackio":
+        return _TrackioWriter(cfg, name, config)
+    raise ValueError(f"tracking.backend {cfg.backend!r} has no writer")
