@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ray:
         import ray
 
-        from shared.executors import RayConfig
-        from stargraph.executors import RayBackend
+        from shared.executors import RayBackend, RayConfig
 
         ray_cpus = args.ray_cpus or ncpu
         t0 = time.perf_counter()

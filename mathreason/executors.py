@@ -18,14 +18,14 @@ Two pieces, both importing Ray only when used (the local path never needs it):
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
-from shared.configlib import ConfigError, require
-from shared.executors import Job, RayConfig, maybe_inject_fault, ray_address
+from shared.configlib import require
+from shared.executors import RayBackend as SharedRayBackend
+from shared.executors import RayConfig, maybe_inject_fault, ray_connect, ray_env
 
-__all__ = ["ActorShards", "ActorsConfig", "LocalShards", "RayBackend", "SampleWorker", "ShardRunner", "connect", "shard_runner"]
+__all__ = ["ActorShards", "ActorsConfig", "LocalShards", "RayBackend", "SampleWorker", "ShardRunner", "shard_runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,71 +50,14 @@ class ActorsConfig:
         require(self.retries >= 0, "retries", "must be >= 0")
 
 
-# ---------------------------------------------------------------- joining a cluster
+_NEEDS = "scaling.executor: ray and actors.count > 0 need"
 
 
-def connect(cfg: RayConfig):
-    """Join the configured cluster or start a Ray instance here (reusing one this process already has);
-    returns ``(ray module, started here?)``."""
-    try:
-        import ray
-    except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
-        raise ConfigError(f"scaling.executor: ray and actors.count > 0 need Ray, which does not import here ({e}): pip install 'stepcredit[cluster]'") from e
-    if ray.is_initialized():
-        return ray, False
-    addr = ray_address(cfg)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False}
-    if addr is None:
-        kwargs["num_cpus"] = cfg.num_cpus or None
-    ray.init(address=addr, **kwargs)
-    res = ray.cluster_resources()
-    logger.info("ray: %s: %g CPUs, %g GPUs", "joined " + addr if addr else "started a local instance", res.get("CPU", 0), res.get("GPU", 0))
-    return ray, True
-
-
-def _env() -> dict[str, Any]:
-    """``runtime_env`` passing this process's ``STEPCREDIT_*`` and ``HF_*`` variables to tasks and actors."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(("STEPCREDIT_", "HF_"))}
-    return {"runtime_env": {"env_vars": env}} if env else {}
-
-
-# ---------------------------------------------------------------- scaling points as Ray tasks
-
-
-def _call(fn, args, kwargs):
-    return fn(*args, **kwargs)
-
-
-class RayBackend:
-    """:class:`shared.executors.Backend` on Ray tasks (Ray's own task retries off: attempts are counted by ``run_jobs``)."""
-
-    slots = 1 << 30
+class RayBackend(SharedRayBackend):
+    """:class:`shared.executors.RayBackend` for scaling points (its error names this front end's fields)."""
 
     def __init__(self, cfg: RayConfig) -> None:
-        self.ray, self._started = connect(cfg)
-        self._remote = self.ray.remote(max_retries=0)(_call)
-
-    def submit(self, job: Job) -> Any:
-        return self._remote.options(num_cpus=job.cpus, num_gpus=job.gpus, name=job.key[:100], **_env()).remote(job.fn, job.args, job.kwargs)
-
-    def wait(self, handles: list) -> list:
-        done, _ = self.ray.wait(handles, num_returns=1)
-        return done
-
-    def result(self, handle: Any) -> Any:
-        return self.ray.get(handle)
-
-    def cancel(self, handles: list) -> None:
-        for h in handles:
-            try:
-                self.ray.cancel(h, force=True)
-            except Exception:  # noqa: BLE001 - finished or gone
-                pass
-
-    def close(self) -> None:
-        if self._started:
-            self.ray.shutdown()
-            self._started = False
+        super().__init__(cfg, log=logger.info, needs=_NEEDS)
 
 
 # ---------------------------------------------------------------- shards on actors
@@ -173,11 +116,11 @@ class ActorShards:
     """
 
     def __init__(self, factory: Callable[[], Any], cfg: ActorsConfig, ray_cfg: RayConfig, *, gpus: float = 0.0) -> None:
-        self.ray, self._started = connect(ray_cfg)
+        self.ray, self._started = ray_connect(ray_cfg, log=logger.info, needs=_NEEDS)
         self._cls = self.ray.remote(num_cpus=cfg.cpus, num_gpus=gpus, max_restarts=0, max_concurrency=1)(_Host)
         self._factory = factory
         self._cfg = cfg
-        self._opts = _env()
+        self._opts = ray_env()
         self._actors = [self._new() for _ in range(cfg.count)]
         self.restarts = 0
 

@@ -14,10 +14,11 @@ arguments, the resources it needs, the jobs it must wait for) and hand them to :
 Skipping finished work on resume is the front end's business (it knows its DONE markers): it simply
 does not submit those jobs.
 
-Backends here use only the standard library: :class:`InlineBackend` (this process, one job at a time)
-and :class:`ProcessBackend` (a pool of spawned worker processes). The Ray backend lives in each front
-end (``stargraph.executors``, ``mathreason.executors``): this package imports nothing but the standard
-library, torch and numpy. :class:`RayConfig` is the config section both front ends share.
+Backends: :class:`InlineBackend` (this process, one job at a time), :class:`ProcessBackend` (a pool of
+spawned worker processes), both standard library only, and :class:`RayBackend` (Ray tasks; Ray, an
+optional extra, is imported only when it is made: the architecture test allows exactly this).
+:class:`RayConfig` is the config section both front ends share; :func:`ray_connect` joins or starts the
+cluster (the math front end's shard actors use it too).
 
 Fault injection (for tests and drills): ``STEPCREDIT_INJECT_FAULTS="<substring>[:<n>[:<mode>]],..."``
 makes the first ``n`` attempts (default 1) of every job whose key contains ``<substring>`` fail: by an
@@ -47,10 +48,13 @@ __all__ = [
     "JobsFailed",
     "Outcome",
     "ProcessBackend",
+    "RayBackend",
     "RayConfig",
     "cpu_count",
     "maybe_inject_fault",
     "ray_address",
+    "ray_connect",
+    "ray_env",
     "run_jobs",
 ]
 
@@ -80,6 +84,35 @@ class RayConfig:
 def ray_address(cfg: RayConfig) -> str | None:
     """The cluster address to join: ``cfg.address``, else ``$RAY_ADDRESS``, else None (start one here)."""
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_connect(cfg: RayConfig, *, log: Callable[[str], None] = print, needs: str = "executor: ray needs"):
+    """Join the configured cluster or start a Ray instance here (reusing one this process already has);
+    returns ``(ray module, started here?)``. Without Ray: a ConfigError ``"<needs> Ray, which does not import
+    here ..."``."""
+    from shared.configlib import ConfigError
+
+    try:
+        import ray
+    except Exception as e:  # noqa: BLE001 - any import failure means "not installed here"
+        raise ConfigError(f"{needs} Ray, which does not import here ({e}): pip install 'stepcredit[cluster]'") from e
+    if ray.is_initialized():
+        return ray, False
+    addr = ray_address(cfg)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
+    if addr is None:
+        kwargs["num_cpus"] = cfg.num_cpus or None
+    ray.init(address=addr, **kwargs)
+    res = ray.cluster_resources()
+    log(f"[ray] {'joined ' + addr if addr else 'started a local Ray instance'}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
+    return ray, True
+
+
+def ray_env() -> dict[str, Any]:
+    """Ray options passing this process's ``STEPCREDIT_*`` and ``HF_*`` variables ($STEPCREDIT_DATA, _CACHE,
+    _INJECT_FAULTS, the HF cache) to tasks and actors, wherever Ray started its workers."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(("STEPCREDIT_", "HF_"))}
+    return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 def cpu_count() -> int:
@@ -353,3 +386,43 @@ def run_jobs(
         backend.cancel([v[0] for v in inflight.values()])
         raise
     return outcomes
+
+
+# ---------------------------------------------------------------- Ray tasks
+
+
+def _call(fn, args, kwargs):
+    return fn(*args, **kwargs)
+
+
+class RayBackend:
+    """:class:`Backend` on Ray tasks: each job reserves its ``cpus``/``gpus``; Ray's own task retries are off,
+    so attempts are counted in one place (:func:`run_jobs`)."""
+
+    slots = 1 << 30  # Ray queues tasks by their resource requests
+
+    def __init__(self, cfg: RayConfig, *, log: Callable[[str], None] = print, needs: str = "executor: ray needs") -> None:
+        self.ray, self._started = ray_connect(cfg, log=log, needs=needs)
+        self._remote = self.ray.remote(max_retries=0)(_call)
+
+    def submit(self, job: Job) -> Any:
+        return self._remote.options(num_cpus=job.cpus, num_gpus=job.gpus, name=job.key[:100], **ray_env()).remote(job.fn, job.args, job.kwargs)
+
+    def wait(self, handles: list) -> list:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        return done
+
+    def result(self, handle: Any) -> Any:
+        return self.ray.get(handle)
+
+    def cancel(self, handles: list) -> None:
+        for h in handles:
+            try:
+                self.ray.cancel(h, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False

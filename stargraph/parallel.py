@@ -7,7 +7,7 @@ and hands them to :func:`shared.executors.run_jobs` with a backend:
 * ``executor: local``, ``workers: N``: a pool of N spawned processes, each pinned to cores / N torch
   threads (:class:`shared.executors.ProcessBackend`);
 * ``executor: ray``: one Ray task per run folder, reserving ``ray.cpus_per_task`` CPUs (its torch
-  threads) and ``ray.gpus_per_task`` GPUs (:class:`stargraph.executors.RayBackend`).
+  threads) and ``ray.gpus_per_task`` GPUs (:class:`shared.executors.RayBackend`).
 
 A task whose folder is complete (``DONE``) is skipped, so a killed batch resumes where it stopped; a
 failed task is retried ``retries`` times and then reported (:class:`shared.executors.JobsFailed`).
@@ -130,9 +130,9 @@ class Runner:
     def _get_backend(self):
         if self._backend is None:
             if self.executor == "ray":
-                from .executors import RayBackend
+                from shared.executors import RayBackend
 
-                self._backend = RayBackend(self.ray, log=self.log)
+                self._backend = RayBackend(self.ray, log=self.log, needs="field executor: ray needs")
             elif self.workers > 1:
                 self._backend = ProcessBackend(self.workers, _init_worker, (threads_per_worker(self.workers),))
         return self._backend

@@ -4,7 +4,8 @@ and, for the lazy-import promises, by importing the entry points in a fresh inte
 Rules (CONTRIBUTING.md, "Architecture"):
 1. ``shared`` imports no front end and nothing outside the standard library, torch and numpy (PyYAML is
    allowed where a module parses presets; none does today). One exception: ``shared.tracking`` imports the
-   optional trackers (wandb, trackio) inside the functions that make their writers.
+   optional trackers (wandb, trackio) inside the functions that make their writers, and ``shared.executors``
+   imports Ray when its Ray backend connects.
 2. ``stargraph`` and ``mathreason`` never import each other.
 3. ``stargraph`` never imports transformers, vLLM, TRL, accelerate, peft or datasets.
 4. Only ``mathreason/sampling.py`` imports vLLM.
@@ -27,7 +28,7 @@ PACKAGES = ("shared", "stargraph", "mathreason")
 SHARED_ALLOWED = {"torch", "numpy", "yaml", "shared", "__future__"} | set(sys.stdlib_module_names)
 LLM_STACK = {"transformers", "vllm", "trl", "accelerate", "peft", "datasets"}
 VLLM_MODULES = {"mathreason.sampling"}
-SHARED_OPTIONAL = {"shared.tracking": {"wandb", "trackio"}}  # optional extras, imported when their writer is made
+SHARED_OPTIONAL = {"shared.tracking": {"wandb", "trackio"}, "shared.executors": {"ray"}}  # optional extras, imported when used
 
 
 @dataclass(frozen=True)
