@@ -8,8 +8,10 @@
   checkpoints, against iterations (SFT's own curve for reference).
 - (c) the same from the over-trained checkpoint.
 
-Curves are means over seeds with a min-max band.  For a sweep folder, a bar chart of final test
-accuracy per grid point is drawn instead.
+Every test-error panel shows both metrics side by side: greedy full-path error and Next-Token-Failures'
+teacher-forced per-token error (:data:`ERROR_METRICS`).  Curves are means over seeds with a min-max
+band.  For a sweep folder: a bar chart of final test accuracy per grid point, the learning curves of
+every group, and Fig. 8 (b, c) in both metrics against the SFT iteration (``sweep_fig8.png``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def make_figures(run_dir: str | Path) -> list[Path]:
         out = [sweep_figure(run_dir)]
         if (run_dir / "curves.csv").exists():
             out.append(sweep_curves_figure(run_dir))
+            fig8 = sweep_fig8_figure(run_dir)
+            if fig8 is not None:
+                out.append(fig8)
         return out
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} has no config.yaml: not a reproduce or sweep folder")
@@ -107,16 +112,25 @@ def make_figures(run_dir: str | Path) -> list[Path]:
         ("fig8b.png", cfg.panel_b, "(b) per-step DPO from under-trained SFT checkpoints"),
         ("fig8c.png", cfg.panel_c, "(c) from an over-trained SFT checkpoint"),
     ):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        _plot(ax, _curve(sft, "test/acc", transform=err), "SFT", color="black", linestyle="--")
-        for i, a in enumerate(arm_names):
-            _plot(ax, _curve(arms[a], "test/acc", init[a], transform=err), f"{a} (from iter {init[a]})", color=f"C{i + 1}")
-            ax.axvline(init[a], color=f"C{i + 1}", linewidth=0.6, linestyle=":")
-        ax.set(xlabel="iteration", ylabel="test error (1 - greedy full-path accuracy)", title=title, ylim=(-0.02, 1.02))
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for ax, (key, ylabel) in zip(axes, ERROR_METRICS):
+            _plot(ax, _curve(sft, key, transform=err), "SFT", color="black", linestyle="--")
+            for i, a in enumerate(arm_names):
+                _plot(ax, _curve(arms[a], key, init[a], transform=err), f"{a} (from iter {init[a]})", color=f"C{i + 1}")
+                ax.axvline(init[a], color=f"C{i + 1}", linewidth=0.6, linestyle=":")
+            ax.set(xlabel="iteration", ylabel=ylabel, title=title, ylim=(-0.02, 1.02))
+            ax.legend(fontsize=7)
         fig.tight_layout()
         out.append(_save(fig, run_dir / name))
     return out
+
+
+ERROR_METRICS = (
+    ("test/acc", "test error (1 - greedy full-path accuracy)"),
+    ("test/forced_token_acc", "test teacher-forced per-token error"),
+)
+"""The two test-error metrics of every Fig. 8 panel: greedy full-path error (the study's headline) and
+Next-Token-Failures' teacher-forced per-token error (``1 - forced_token_acc``, round 2's hypothesis 1)."""
 
 
 def _save(fig, path: Path) -> Path:
@@ -154,6 +168,8 @@ CURVE_PANELS = (
     ("test/crit_min_child", "test: critical argmax = smaller-id child"),
     ("test/lookup_acc", "test lookup-token accuracy"),
     ("train_chosen_logp", "chosen log-prob (pairs; post-training batches)"),
+    ("test/forced_token_acc", "test teacher-forced per-token accuracy"),
+    ("test/crit_p_non_child", "test: critical mass on non-child tokens"),
 )
 
 
@@ -176,7 +192,7 @@ def sweep_curves_figure(run_dir: Path, groups: list[str] | None = None, out_name
     run_dir = Path(run_dir)
     curves = read_curves(run_dir / "curves.csv")
     names = sorted(groups or curves)
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
     for (key, title), ax in zip(CURVE_PANELS, axes.flat):
         for i, g in enumerate(names):
             by_seed = curves.get(g, {})
@@ -197,6 +213,59 @@ def sweep_curves_figure(run_dir: Path, groups: list[str] | None = None, out_name
         if not key.endswith("logp"):
             ax.set_ylim(-0.02, 1.02)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6)
-    fig.tight_layout(rect=(0, 0.04 + 0.012 * ((len(names) + 2) // 3), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=6)
+    fig.tight_layout(rect=(0, 0.04 + 0.012 * ((len(names) + 3) // 4), 1, 1))
+    return _save(fig, run_dir / out_name)
+
+
+def _sft_curves(run_dir: Path) -> dict[str, dict[int, list[dict]]]:
+    """SFT runs of a sweep as {family: {seed: records}}; a family is the folder name without ``_s<seed>``.
+    Records are the run's evaluations merged with ``stargraph rescore``'s (``rescore.jsonl``), by step."""
+    import re
+
+    out: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    for d in sorted((run_dir / "sft").glob("*_s*")):
+        m = re.fullmatch(r"(.+)_s(\d+)", d.name)
+        if not m or not (d / "metrics.jsonl").exists():
+            continue
+        by_step = {r["step"]: dict(r) for r in runio.read_jsonl(d / "metrics.jsonl")}
+        for r in runio.read_jsonl(d / "rescore.jsonl"):
+            by_step.setdefault(r["step"], {}).update({k: v for k, v in r.items() if "/" in k or k == "step"})
+        out[m.group(1)][int(m.group(2))] = [by_step[s] for s in sorted(by_step)]
+    return out
+
+
+def sweep_fig8_figure(run_dir: Path, out_name: str = "sweep_fig8.png") -> Path | None:
+    """Fig. 8 (b, c) of a sweep in both test metrics: one column per objective, rows = greedy full-path
+    error and teacher-forced per-token error (:data:`ERROR_METRICS`), against the *SFT iteration*
+    (post-training curves start at their init step); the SFT runs' own curves (evaluations plus any
+    ``rescore.jsonl``) in black.  Means over seeds with a min-max band.  ``None`` when the sweep has
+    no post-training points or no SFT folders."""
+    run_dir = Path(run_dir)
+    rows = runio.read_jsonl(run_dir / "points.jsonl")
+    sft = _sft_curves(run_dir)
+    if not rows or not sft or not (run_dir / "curves.csv").exists():
+        return None
+    plt = _plt()
+    curves = read_curves(run_dir / "curves.csv")
+    info = {r["group"]: r for r in rows}
+    objectives = sorted({r["objective"] for r in rows})
+    inits = sorted({int(r["init_step"]) for r in rows})
+    err = lambda v: 1.0 - v  # noqa: E731
+    fig, axes = plt.subplots(len(ERROR_METRICS), len(objectives), figsize=(5.2 * len(objectives), 4.2 * len(ERROR_METRICS)), squeeze=False)
+    for row, (key, ylabel) in enumerate(ERROR_METRICS):
+        for col, obj in enumerate(objectives):
+            ax = axes[row][col]
+            for j, (fam, recs) in enumerate(sorted(sft.items())):
+                _plot(ax, _curve(recs, key, transform=err), f"SFT {fam}", color="black", linestyle=("--", ":", "-.")[j % 3])
+            for g in sorted(g for g, r in info.items() if r["objective"] == obj):
+                init = int(info[g]["init_step"])
+                by_seed = {s: [{"step": st, **v} for st, v in recs] for s, recs in curves.get(g, {}).items()}
+                i = inits.index(init)
+                label = f"{info[g].get('variant', '')} from iter {init}".strip()
+                _plot(ax, _curve(by_seed, key, init, transform=err), label, color=f"C{i % 10}")
+                ax.axvline(init, color=f"C{i % 10}", linewidth=0.6, linestyle=":")
+            ax.set(xlabel="iteration (SFT step; post-training from its init step)", ylabel=ylabel, ylim=(-0.02, 1.02), title=f"{obj}: {ylabel.split(' (')[0]}")
+            ax.legend(fontsize=6)
+    fig.tight_layout()
     return _save(fig, run_dir / out_name)

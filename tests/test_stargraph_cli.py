@@ -172,6 +172,17 @@ def test_sweep_runs_every_point_and_resumes(tmp_path):
     assert len(curves) == evals and {c["group"] for c in curves} == {r["group"] for r in rows}
     (run / "sweep_curves.png").unlink()
     assert cli.main(["figures", str(run)]) == 0 and (run / "sweep_curves.png").exists()  # offline, from curves.csv
+    assert (run / "sweep_fig8.png").exists()  # Fig. 8 in both test metrics, against the SFT iteration
+    # the SFT curves merge the runs' evaluations with `stargraph rescore`'s records, by step
+    from stargraph.figures import _sft_curves
+
+    sft_dir = sorted((run / "sft").iterdir())[0]
+    logged = runio.read_jsonl(sft_dir / "metrics.jsonl")
+    (sft_dir / "rescore.jsonl").write_text(json.dumps({"step": 10**6, "checkpoint": "x.pt", "test/acc": 0.25, "test/forced_token_acc": 0.5}) + "\n")
+    fam, seed = sft_dir.name.rsplit("_s", 1)
+    merged = _sft_curves(run)[fam][int(seed)]
+    assert [r["step"] for r in merged] == sorted({r["step"] for r in logged} | {10**6})
+    assert merged[-1]["test/forced_token_acc"] == 0.5
     # resume: delete one point, re-run: only that one is recomputed, the others are untouched
     victim = run / rows[0]["run_dir"]
     keep = run / rows[1]["run_dir"]
