@@ -80,6 +80,8 @@ def test_export_groups_seeds_last_evaluations_and_sft(ex, tmp_path):
     out = ex.export(study)
     assert set(out["sweeps"]) == {"strength"}
     sw = out["sweeps"]["strength"]
+    # the grid of the committed preset study2_strength: 40 groups x 3 seeds, of which 3 points have finished here
+    assert sw["status"] == {"preset": "study2_strength", "planned_points": 120, "planned_groups": 40, "finished_points": 3, "complete": False}
     grp = sw["groups"][g]
     assert grp["seeds"] == [0, 1] and grp["running"] == {"2": 50}  # the running seed stays out of the statistics
     last = grp["last"]
@@ -88,6 +90,7 @@ def test_export_groups_seeds_last_evaluations_and_sft(ex, tmp_path):
     assert last["test/path_logp"] == {"mean": -5.5, "sd": pytest.approx(0.71)}  # sd to 2 digits; no values
     assert last["train_pref_loss"]["mean"] == pytest.approx(0.5) and "train_loss" not in last
     assert grp["max_test_acc"]["values"] == [0.35, 0.35]  # a transient peak at step 50 is kept
+    assert grp["max_test_forced_token_acc"] == {"mean": 0.6, "sd": 0.0}
     assert grp["first_pool"]["pool/sample_acc"]["mean"] == pytest.approx(0.02)  # the first pool, not the last
     assert grp["first_pool"]["pool/crit_pit_other_child"]["mean"] == pytest.approx(0.165)
     assert grp["settings"] == {"objective": "per_step_dpo", "variant": "lr1e-3_b0.1", "init_step": 100, "sft_group": "g2-4-20_n2000_base",
@@ -118,6 +121,7 @@ def test_export_cli_is_deterministic_and_rerunnable(ex, tmp_path):
     out = json.loads(a.read_text())
     assert out["sweeps"]["strength"]["groups"][g]["seeds"] == [0, 1, 2] and out["sweeps"]["strength"]["groups"][g]["running"] == {}
     assert set(out["sweeps"]) == {"metric", "strength"}
+    assert out["sweeps"]["metric"]["status"]["planned_points"] == 36 and not out["sweeps"]["metric"]["status"]["complete"]
     with pytest.raises(SystemExit, match="not a folder"):
         ex.main([str(tmp_path / "missing"), "--out", str(b)])
 
@@ -128,4 +132,5 @@ def test_committed_export_is_small_and_has_round_2(ex):
     assert out["made_by"] == "python docs/results/export_stargraph.py runs/study2"
     strength = out["sweeps"]["strength"]
     assert len(strength["groups"]) == 40 and all(e["seeds"] == [0, 1, 2] for e in strength["groups"].values())
+    assert strength["status"]["complete"] and strength["status"]["finished_points"] == 120
     assert ex.dumps(out) == COMMITTED.read_text()  # written by this script's formatter

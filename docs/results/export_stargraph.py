@@ -10,13 +10,16 @@ more finish. Lesson 7 of the course (``notebooks/07_stargraph_credit.ipynb``) an
 
 For each sweep:
 
+* ``status``: the committed preset it was run from (``study2_<sweep>``), how many points its grid plans
+  (``stargraph sweep --preset study2_<sweep> --dry-run``), how many have finished, and ``complete``.
+
 * ``groups``: one entry per grid group (a point's folder name without its ``_s<seed>`` suffix) with its settings
   (objective, variant, init step, lr, beta, pool, goals, steps; from the points' ``config.yaml``), the seeds of its
   **finished** points (a ``DONE`` marker), and under ``last`` the **last** evaluation of every finished point
   (never the best one): for each metric of ``EVAL_KEYS`` / ``TRAIN_KEYS`` the mean and sd over seeds (sample sd;
   null with one seed), and for the headline metrics (``VALUE_KEYS``) also the per-seed values, in seed order.
-  Also ``max_test_acc`` (each point's highest test accuracy at any evaluation: a transient transition would show)
-  and ``first_pool`` (the first pool's statistics: where the first pits fall before any update). Points still
+  Also ``max_test_acc`` (each point's highest test accuracy at any evaluation: a transient transition would show;
+  ``max_test_forced_token_acc`` likewise for Next-Token-Failures' teacher-forced token accuracy) and ``first_pool`` (the first pool's statistics: where the first pits fall before any update). Points still
   running are listed under ``running`` (seed -> last evaluated step) and are left out of the statistics.
 * ``sft``: the sweep's SFT runs (``sft/<name>_s<seed>/metrics.jsonl``, finished or not) at the steps the arms start
   from (``init_steps``) and at their last evaluation, mean / sd over seeds.
@@ -141,6 +144,8 @@ def export_points(sweep: Path) -> dict:
             entry["steps_done"] = sorted({int(r["step"]) for r in last})
             entry["last"] = _stats_of(last, keys)
             entry["max_test_acc"] = stats([max(r["test/acc"] for r in p[2]) for p in done])
+            if all("test/forced_token_acc" in r for p in done for r in p[2]):
+                entry["max_test_forced_token_acc"] = stats([max(r["test/forced_token_acc"] for r in p[2]) for p in done], False)
             pools = [next((r for r in p[2] if "pool/samples" in r), None) for p in done]
             if all(pools):
                 entry["first_pool"] = _stats_of(pools, [k for k in FIRST_POOL_KEYS if all(k in r for r in pools)])
@@ -170,12 +175,27 @@ def export_sft(sweep: Path, init_steps: set[int]) -> dict:
     return out
 
 
+def planned(sweep_name: str) -> dict:
+    """The grid of the sweep's committed preset ``study2_<name>`` (``stargraph sweep --dry-run``), if there is one."""
+    from stargraph.config import PRESET_DIR, SweepConfig, resolve
+    from stargraph.sweep import plan
+
+    preset = f"study2_{sweep_name}"
+    if not (PRESET_DIR / f"{preset}.yaml").is_file():
+        return {"preset": None}
+    _, points = plan(resolve(SweepConfig, preset=preset, config_file=None, overrides={}), Path("sweep"))
+    return {"preset": preset, "planned_points": len(points), "planned_groups": len({info["group"] for _, info in points})}
+
+
 def export(study: Path) -> dict:
     sweeps = {}
     for sweep in sorted(p for p in study.iterdir() if (p / "points").is_dir()):
         groups = export_points(sweep)
         inits = {e["settings"]["init_step"] for e in groups.values() if e.get("settings")}
-        sweeps[sweep.name] = {"groups": groups, "sft": export_sft(sweep, inits)}
+        status = planned(sweep.name)
+        status["finished_points"] = sum(len(e["seeds"]) for e in groups.values())
+        status["complete"] = status["finished_points"] == status.get("planned_points") and all(not e["running"] for e in groups.values())
+        sweeps[sweep.name] = {"status": status, "groups": groups, "sft": export_sft(sweep, inits)}
     return {
         "what": "Round 2 of the star-graph study (docs/stargraph_study.md, issue 12): per sweep and grid group, the last "
         "evaluation of every finished point (2000 held-out test graphs; train metrics on 2000 training graphs), "
