@@ -92,3 +92,30 @@ def test_the_pair_sft_controls_train_the_positives_of_per_step_dpo(ckpt, tmp_pat
     dpo, crit, full = batches["per_step_dpo"], batches["sft_critical_pairs"], batches["sft_pairs"]
     assert torch.equal(dpo.chosen_BT, crit.chosen_BT) and torch.equal(dpo.chosen_BT, full.chosen_BT)  # the same pairs
     assert torch.equal(full.chosen_mask_BL, dpo.sft_mask_BL) and full.chosen_mask_BL[:, 0].all()  # source included
+
+
+def test_pool_graph_groups_and_critical_metrics_by_group(ckpt, tmp_path):
+    from stargraph.analysis import critical_by_group, pool_graph_groups
+    from stargraph.evaluate import summarize, teacher_forced
+
+    cfg = PostTrainConfig(init=str(ckpt), objective="per_step_dpo", seed=0, max_steps=0,
+                          pool=PoolConfig(policy="resampled", graphs=64, samples_per_graph=2, temperature=2.0),
+                          runtime=RuntimeConfig(device="cpu", threads=0, eval_batch_size=4096, amp="off"))
+    pt = PostTrainer(cfg, tmp_path / "pool", log=lambda s: None)
+    pool = pt.build_pool()
+    n = len(pt.train)
+    groups = pool_graph_groups(pool, n)
+    stacked = torch.stack(list(groups.values())).int()
+    assert torch.equal(stacked.sum(0), torch.ones(n, dtype=torch.int))  # a partition of the training queries
+    assert int((groups["erred"] | groups["pool_right"]).sum()) == int(torch.unique(pool.graph_M).numel()) == 64
+    assert torch.equal(groups["erred"].nonzero().squeeze(1), torch.unique(pool.graph_M[~pool.correct_M]))
+    res = critical_by_group(pt.model, pt.train, {**groups, "all": torch.ones(n, dtype=torch.bool)})
+    whole = summarize(teacher_forced(pt.model, pt.train, amp="off"), bok_k=0)
+    assert res["all"]["n"] == n and res["all"]["crit_acc"] == pytest.approx(whole["crit_acc"])
+    assert res["all"]["crit_prob"] == pytest.approx(whole["crit_prob"])
+    for r in res.values():
+        assert r["crit_prob"] + r["p_other_child"] + r["p_non_child"] == pytest.approx(1.0)
+    # the pool's all-right graphs are the ones the policy gets right more often than the erred ones
+    assert res["pool_right"]["crit_prob"] > res["erred"]["crit_prob"]
+    with pytest.raises(ValueError, match="beyond"):
+        pool_graph_groups(pool, 3)
