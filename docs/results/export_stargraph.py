@@ -46,14 +46,15 @@ OUT = Path(__file__).with_name("stargraph_study2.json")
 
 # The last evaluation's metrics exported for every finished point (absent ones are skipped per group).
 EVAL_KEYS = (
-    "train/acc", "test/acc", "test/acc_given_source", "train/crit_acc", "test/crit_acc", "test/lookup_acc",
-    "train/crit_prob", "test/crit_prob", "test/crit_p_other_child", "test/crit_p_non_child",
-    "test/forced_token_acc", "test/path_logp",
+    "train/acc", "test/acc", "test/acc_given_source", "test/acc_pos0", "train/crit_acc", "test/crit_acc", "test/lookup_acc",
+    "test/crit_prob", "test/crit_p_other_child", "test/crit_p_non_child",
+    "test/forced_token_acc", "test/path_logp", "test/path_logp_given_source",
 )
+"""(``test/acc_pos0`` is the source copy: per-step DPO never trains it, the source is in the prompt of every pair.)"""
 # Post-training diagnostics: means over the last block of steps (train_loss only where there is no preference loss).
 TRAIN_KEYS = ("train_pref_loss", "train_chosen_reward", "train_rejected_reward", "train_loss")
 FIRST_POOL_KEYS = ("pool/sample_acc", "pool/pit_at_critical", "pool/crit_pit_other_child")
-VALUE_KEYS = {"train/acc", "test/acc", "test/crit_acc", "max_test_acc"}  # per-seed values kept (the file stays small)
+VALUE_KEYS = {"test/acc", "test/crit_acc", "max_test_acc"}  # per-seed values kept (the file stays small)
 FAMILY = re.compile(r"^test_l\d+/(acc|crit_acc|forced_token_acc)$")  # mixed shorter families (hypothesis 3)
 SEED = re.compile(r"^(?P<group>.+)_s(?P<seed>\d+)$")
 
