@@ -156,6 +156,10 @@ def first_pit(
     Self-Explore). Responses without a pit (or without valid steps) get ``-1``; such negatives are
     dropped by the pair builders.
 
+    Meant for incorrect responses (the pair builders' input). On a correct response the lowest-Q step
+    may still *gain* value over the state before it (its advantage, :func:`step_advantages`, can be
+    positive), so a returned index there is not a step that loses value.
+
     Args:
         q_BS: ``(B, S)`` Q-values of the step prefixes.
         step_mask_BS: ``(B, S)`` valid steps.

@@ -147,3 +147,37 @@ def analyse(cfg: AnalysisConfig, run_dir: str | Path) -> list[dict]:
         atomic_write_text(run_dir / "alignment.json", json.dumps(res, indent=1) + "\n")
         print(json.dumps({k: v for k, v in res[-1].items() if k in ("init", "pairs", "cosine")}), flush=True)
     return res
+
+
+def pool_graph_groups(pool, n_queries: int) -> dict[str, torch.Tensor]:
+    """The queries of a pool's query set split three ways, as ``(n_queries,)`` bool masks: ``erred`` (in the pool,
+    with at least one wrong sample: the queries of the per-step pairs), ``pool_right`` (in the pool, every sample
+    right: no pair) and ``outside`` (not in the pool). ``pool`` is a :class:`stargraph.posttrain.Pool` on a query
+    set of ``n_queries`` rows (the training queries, for the ``resampled`` and ``fixed`` policies)."""
+    g = pool.graph_M.long().cpu()
+    if g.numel() and int(g.max()) >= n_queries:
+        raise ValueError(f"pool_graph_groups: the pool indexes query {int(g.max())}, beyond n_queries={n_queries}")
+    in_pool = torch.zeros(n_queries, dtype=torch.bool)
+    in_pool[g] = True
+    erred = torch.zeros(n_queries, dtype=torch.bool)
+    erred[g[~pool.correct_M.cpu()]] = True
+    return {"erred": erred, "pool_right": in_pool & ~erred, "outside": ~in_pool}
+
+
+def critical_by_group(model, data, groups: dict[str, torch.Tensor], *, amp: bool | str = "off") -> dict[str, dict[str, float]]:
+    """Critical-token metrics of ``model`` on each group of rows of ``data`` (one teacher-forced pass): ``n``,
+    ``crit_acc`` (argmax right), ``crit_prob`` (probability of the correct child), ``p_other_child`` and
+    ``p_non_child`` (where the rest of the mass is; the three sum to 1)."""
+    from .evaluate import teacher_forced
+
+    tf = teacher_forced(model, data, amp=amp)
+    p = tf["logp_NL"][:, 1].exp()
+    acc = tf["correct_NL"][:, 1].double()
+    out = {}
+    for name, m in groups.items():
+        m = m.cpu()
+        n = int(m.sum())
+        mean = (lambda x: float(x[m].double().mean())) if n else (lambda x: float("nan"))
+        out[name] = {"n": n, "crit_acc": mean(acc), "crit_prob": mean(p), "p_other_child": mean(tf["other_child_N"]),
+                     "p_non_child": mean(tf["non_child_N"])}
+    return out

@@ -29,6 +29,8 @@ Objective = Literal[
     "per_step_dpop",
     "per_step_ipo",
     "awr",
+    "sft_pairs",
+    "sft_critical_pairs",
 ]
 OBJECTIVES: tuple[str, ...] = Objective.__args__  # type: ignore[attr-defined]
 Goals = Literal["leaf", "all_leaves", "all_nodes", "random_node"]
@@ -223,11 +225,11 @@ class PostTrainConfig:
     init: str = ""
     "SFT checkpoint (.pt) to start from; it is also the frozen reference of the preference losses."
     objective: Objective = "per_step_dpo"
-    "sft (continued SFT, control), sft_critical (SFT on the critical token only), rft, dpo (whole paths), per_step_dpo, per_step_dpo_sft (plus sft_weight * SFT on positives), per_step_dpop (DPO-Positive), per_step_ipo, awr (advantage-weighted regression)."
+    "sft (continued SFT, control), sft_critical (SFT on the critical token only), rft, dpo (whole paths), per_step_dpo, per_step_dpo_sft (plus sft_weight * SFT on positives), per_step_dpop (DPO-Positive), per_step_ipo, awr (advantage-weighted regression), sft_pairs / sft_critical_pairs (per-step DPO's control without negatives: SFT on the true paths of its pairs, all target tokens / the critical token only, once per pair: the graphs where the policy erred)."
     max_steps: int = 500
     "Optimizer steps."
     batch_size: int = 64
-    "Pairs per step (sequences for sft, sft_critical, rft, awr)."
+    "Pairs per step (sequences for sft, sft_critical, rft, awr; the pairs' true paths for sft_pairs, sft_critical_pairs)."
     learning_rate: float = 3e-4
     "AdamW learning rate."
     warmup_steps: float = 0

@@ -4,6 +4,8 @@
 pool), ``correct`` (the pool's correct samples), ``samples`` (every sample, with step advantages),
 ``pairs`` (the true path against whole wrong samples, :func:`shared.pairs.random_pairs` or
 :func:`shared.pairs.max_edit_distance_pairs`) or ``first_pit_pairs`` (:func:`shared.pairs.first_pit_pairs`).
+``sft_pairs`` / ``sft_critical_pairs`` build per-step DPO's pairs and train on their chosen sides only
+(:func:`shared.objectives.chosen_nll_objective`): the same positives, on the same graphs, without the negatives.
 Adding an objective is one entry here plus its name in :data:`stargraph.config.Objective` (the config
 module stays free of torch for a fast ``--help``); the check below keeps the two in step.
 """
@@ -15,6 +17,7 @@ from shared.objectives import (
     PreferenceBatch,
     SequenceBatch,
     awr_objective,
+    chosen_nll_objective,
     nll_objective,
     preference_objective,
     registry,
@@ -37,6 +40,10 @@ SPECS = registry(
     _preference("per_step_dpop", "first_pit_pairs", "dpop"),
     _preference("per_step_ipo", "first_pit_pairs", "ipo"),
     ObjectiveSpec("awr", "samples", needs_q=True, batch_type=SequenceBatch, loss=awr_objective),
+    # per-step DPO's control without the negatives: NLL of the pairs' chosen sides (the true paths of the graphs
+    # where the policy erred, once per pair), every target token or the critical token only
+    ObjectiveSpec("sft_pairs", "first_pit_pairs", needs_q=True, batch_type=PreferenceBatch, loss=chosen_nll_objective),
+    ObjectiveSpec("sft_critical_pairs", "first_pit_pairs", needs_q=True, batch_type=PreferenceBatch, loss=chosen_nll_objective, tokens="critical"),
 )
 """Objective name -> spec, in the order of :data:`stargraph.config.OBJECTIVES`."""
 

@@ -13,7 +13,11 @@ builds its batches:
 - ``per_step_dpo`` (+ ``_sft``, ``_dpop``, ``_ipo``): pairs from :func:`shared.pairs.first_pit_pairs`
   with pits from :func:`shared.advantages.first_pit`, loss :func:`shared.losses.per_step_dpo_loss`;
 - ``awr``: :func:`shared.losses.advantage_weighted_loss` with step advantages
-  :func:`shared.advantages.step_advantages` on every sample.
+  :func:`shared.advantages.step_advantages` on every sample;
+- ``sft_pairs`` / ``sft_critical_pairs``: per-step DPO's pairs without their negatives, SFT on the true path of
+  each pair (every target token / the critical token only): the same positives on the same graphs (those where
+  the policy erred, once per pair), the control that separates what per-step DPO's *selection* of graphs does
+  from what its rejected side does.
 
 Queries (``data``, :mod:`stargraph.queries`): by default those of the SFT run (round 1: each training
 graph with its own goal); ``data.goals`` / ``data.mix_path_lens`` switch to structured goals (every
@@ -42,7 +46,7 @@ import torch
 
 from shared.advantages import first_pit, step_advantages, steps_to_tokens
 from shared.logprobs import token_logprobs
-from shared.objectives import ObjectiveOutput, ObjectiveParams, PreferenceBatch, SequenceBatch, awr_objective
+from shared.objectives import ObjectiveOutput, ObjectiveParams, PreferenceBatch, SequenceBatch, awr_objective, chosen_nll_objective
 from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit_distance_pairs, pair_token_rows, random_pairs
 
 from . import runio
@@ -267,16 +271,25 @@ class PostTrainer:
         b = collate_pair_rows(rows, pad_id=self.pad, length=self.T)
         chosen = b.chosen_BT.to(self.device)
         rejected = b.rejected_BT.to(self.device)
+        # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
+        # target, source included (nothing else anchors the source copy that evaluation decodes).
+        sft_mask = graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device)
+        chosen_mask = b.chosen_mask_BT[:, self.P :].contiguous().to(self.device)
+        if self.objective_spec.loss is chosen_nll_objective:
+            # sft_pairs / sft_critical_pairs: per-step DPO's positives without its negatives, scored as SFT scores
+            # the true path (every target token) or as critical-token SFT does (the first node after the source)
+            chosen_mask = sft_mask.clone()
+            if self.objective_spec.tokens == "critical":
+                chosen_mask[:] = False
+                chosen_mask[:, 1] = True
         return PreferenceBatch(
             chosen_BT=chosen,
             rejected_BT=rejected,
-            chosen_mask_BL=b.chosen_mask_BT[:, self.P :].contiguous().to(self.device),
+            chosen_mask_BL=chosen_mask,
             rejected_mask_BL=b.rejected_mask_BT[:, self.P :].contiguous().to(self.device),
             ref_chosen_BL=self._ref_logps(chosen) if self.objective_spec.needs_ref else None,
             ref_rejected_BL=self._ref_logps(rejected) if self.objective_spec.needs_ref else None,
-            # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
-            # target, source included (nothing else anchors the source copy that evaluation decodes).
-            sft_mask_BL=graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device),
+            sft_mask_BL=sft_mask,
         )
 
     @torch.no_grad()
@@ -331,7 +344,10 @@ class PostTrainer:
         """The loss of rows ``idx`` of ``batch`` (of the SFT data for the ``sft`` pool) and its diagnostics."""
         spec = self.objective_spec
         batch = self._sft_batch(idx) if spec.pool == "sft" else batch.select(idx)
-        if isinstance(batch, PreferenceBatch):
+        if isinstance(batch, PreferenceBatch) and not spec.needs_ref:  # NLL of the chosen sides: negatives unscored
+            pi_c = self._logps(batch.chosen_BT)
+            logps = (pi_c, torch.zeros_like(pi_c))
+        elif isinstance(batch, PreferenceBatch):
             B = len(batch)
             lp = self._logps(torch.cat([batch.chosen_BT, batch.rejected_BT]))
             logps = (lp[:B], lp[B:])
@@ -341,7 +357,7 @@ class PostTrainer:
         return out.loss, self._diagnostics(batch, logps, out)
 
     def _diagnostics(self, batch: Batch, logps, out: ObjectiveOutput) -> dict[str, torch.Tensor]:
-        if isinstance(batch, SequenceBatch):
+        if isinstance(batch, SequenceBatch) or not self.objective_spec.needs_ref:  # NLL objectives (also on pairs' positives)
             diag = {"loss": out.loss.detach()}
             if self.objective_spec.loss is awr_objective:
                 diag["awr_clipped"] = out.out.clipped_fraction_B.mean()

@@ -52,8 +52,9 @@ COURSE = [p for p in NOTEBOOKS if _course(nbformat.read(p, as_version=4))]
 def test_the_course_has_its_lessons():
     names = {p.name for p in COURSE}
     assert {"00_paper_on_one_page.ipynb", "01_values_of_steps.ipynb", "02_pits_to_pairs.ipynb", "03_theorem.ipynb",
-            "04_math_pipeline.ipynb", "05_scaling_and_data_efficiency.ipynb",
-            "08_open_problems.ipynb"} <= names
+            "04_math_pipeline.ipynb", "05_scaling_and_data_efficiency.ipynb", "06_stargraph_shortcut.ipynb",
+            "07_stargraph_credit.ipynb", "08_open_problems.ipynb"} <= names
+    assert not (REPO_ROOT / "notebooks" / "02_stargraph.ipynb").exists()  # replaced by lessons 6 and 7
 
 
 @pytest.mark.parametrize("path", COURSE, ids=[p.name for p in COURSE])

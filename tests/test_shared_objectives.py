@@ -116,8 +116,10 @@ def test_stargraph_registry_covers_the_config_objectives():
     from stargraph.objectives import SPECS
 
     assert tuple(SPECS) == OBJECTIVES
-    assert {n for n, s in SPECS.items() if s.needs_q} == {"per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "awr"}
-    assert {n for n, s in SPECS.items() if s.pairs} == {"dpo", "per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo"}
+    first_pit = {"per_step_dpo", "per_step_dpo_sft", "per_step_dpop", "per_step_ipo", "sft_pairs", "sft_critical_pairs"}
+    assert {n for n, s in SPECS.items() if s.needs_q} == first_pit | {"awr"}
+    assert {n for n, s in SPECS.items() if s.pairs} == first_pit | {"dpo"}
+    assert {n for n, s in SPECS.items() if s.needs_ref} == first_pit - {"sft_pairs", "sft_critical_pairs"} | {"dpo"}
 
 
 def test_mathreason_registry_covers_the_pref_objectives():

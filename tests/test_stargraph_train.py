@@ -254,3 +254,25 @@ def test_cuda_bf16_sft_and_posttrain_smoke(sft_run, tmp_path):
         pt = replace(_pt(sft_run, objective), runtime=rt)
         out = posttrain(pt, tmp_path / objective, log=lambda s: None)
         assert math.isfinite(out["train_loss"])
+
+
+def test_lesson_configs_give_the_same_weights_whatever_the_evaluation_schedule(tmp_path, monkeypatch):
+    """The course's star-graph lessons (notebooks 06, 07) train the same checkpoint with different logs."""
+    from stargraph import lessons
+
+    monkeypatch.setenv("STEPCREDIT_CACHE", str(tmp_path / "cache"))
+    make_splits.cache_clear()
+    try:
+        a = lessons.train_config(max_steps=12, eval_every=4)
+        b = lessons.train_config(max_steps=12, eval_every=12)
+        assert a.sft.max_steps == 12 and a.model.n_layer == 4 and a.data.n_train == 2000 and a.runtime.threads == 1
+        train_sft(a, tmp_path / "a", log=lambda s: None)
+        train_sft(b, tmp_path / "b", log=lambda s: None)
+        assert len(runio.read_jsonl(tmp_path / "a" / "metrics.jsonl")) == 4 and len(runio.read_jsonl(tmp_path / "b" / "metrics.jsonl")) == 2
+        wa, _ = runio.load_checkpoint(tmp_path / "a" / "ckpt_12.pt")
+        wb, _ = runio.load_checkpoint(tmp_path / "b" / "ckpt_12.pt")
+        assert all(torch.equal(x, y) for x, y in zip(wa.state_dict().values(), wb.state_dict().values()))
+        pc = lessons.posttrain_config(tmp_path / "a" / "ckpt_12.pt", "sft_critical_pairs", max_steps=7, beta=0.3)
+        assert pc.objective == "sft_critical_pairs" and pc.max_steps == 7 and pc.beta == 0.3 and pc.pool.resample_every == 0
+    finally:
+        make_splits.cache_clear()
