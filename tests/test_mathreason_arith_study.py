@@ -89,3 +89,50 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     assert set(man["files"]) == {str(p.relative_to(teach)) for p in teach.rglob("*") if p.is_file()} - {"MANIFEST.json"}
     with pytest.raises(FileExistsError):
         pack_teaching_run(src, teach)
+
+
+@pytest.mark.slow
+def test_pit_pilot_script_probes_a_subset_of_the_points_training_problems(tmp_path):
+    """scripts/arith_pit_pilot.sh, shrunk: pi_sft on N problems of a pool (one scaling point, method sft), then
+    sample / grade / advantages on PROBE of its own training problems with that pi_sft (a model path) and the
+    diagnostics' pit-vs-truth counts, which docs/results/export_arith_pits.py collects."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "pits"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+           "MATHREASON": f"{sys.executable} -m mathreason.cli", "ROOT": str(root), "POOL": "80", "PROBE": "30", "SAMPLES": "3"}
+    over = [
+        "threads=1", "data.arith.test_size=20", "data.arith.min_steps=1", "data.arith.max_steps=2",
+        "data.arith.max_distractors=0", "data.arith.max_value=60", "model.tiny.hidden_size=64",
+        "model.tiny.intermediate_size=256", "model.tiny.num_hidden_layers=2", "model.tiny.vocab_size=400",
+        "sft.max_steps=60", "sft.learning_rate=3e-3", "sample.max_tokens=64", "advantages.rollouts=2", "eval.max_tokens=64",
+    ]
+    subprocess.run(["bash", str(repo / "scripts" / "arith_pit_pilot.sh"), "60", *_sets(over)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    point, probe = root / "seed-0" / "size-60", root / "probe-60" / "seed-0" / "size-30"
+    assert json.loads((point / "point.json").read_text())["stages"] == {"sft": "done", "eval": "done"}
+    trained = {r["id"] for r in read_jsonl(point / "data" / "dsyn.jsonl")}
+    probed = {r["id"] for r in read_jsonl(probe / "data" / "dsyn.jsonl")}
+    assert len(trained) == 60 and len(probed) == 30 and probed <= trained
+    graded = list(read_jsonl(probe / "grade" / "graded.jsonl"))
+    assert len(graded) == 30 * 3
+    adv = json.loads((probe / "advantages" / "stage.json").read_text())["summary"]
+    assert adv["selected"] <= 30 * 2  # the preset values the first 2 samples per question
+    diag = json.loads((root / "probe-60" / "report" / "diagnostics.json").read_text())
+    pt = diag["pit_truth"]["seed-0/size-30"]
+    assert pt["negatives"] == adv["negatives"] == pt["compared"] + pt["no_pit"] + pt["no_wrong_line"] + pt["unaligned"]
+    assert pt["hit"] + pt["early"] + pt["late"] == pt["compared"]
+    assert diag["sample_mix"]["seed-0/size-30"]["samples_per_question"] == 3
+    out = tmp_path / "pilot.json"
+    subprocess.run([sys.executable, str(repo / "docs" / "results" / "export_arith_pits.py"), str(root), "--out", str(out)],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    (pilot,) = json.loads(out.read_text())["pilots"]
+    assert (pilot["dsyn_size"], pilot["pool"], pilot["probe"]["questions"], pilot["probe"]["samples_per_question"]) == (60, 80, 30, 3)
+    assert pilot["pit_truth"]["hit"] == pt["hit"] and pilot["sft"]["optimizer_steps"] == 60
+    mix = pilot["sample_mix"]
+    assert mix["both_in_first_2"] == diag["sample_mix"]["seed-0/size-30"]["both_in_first_2"]
