@@ -8,6 +8,9 @@ generator's ground truth on a random subset of its training problems (``scripts/
 
     bash scripts/arith_pit_pilot.sh 20000          # and 10000: runs/arith-pits/{seed-0/size-N, probe-N}
     python docs/results/export_arith_pits.py runs/arith-pits --reference-run runs/arith/seed-0/size-2000
+    # a later pilot (another ROOT) added to the committed JSON, whose earlier pilots' run folders are gone:
+    POOL=2000 ROOT=runs/arith-pits-s1200 bash scripts/arith_pit_pilot.sh 2000 --set sft.max_steps=1200
+    python docs/results/export_arith_pits.py runs/arith-pits-s1200 --merge --notes notes.json
 
 For every ``probe-<N>`` folder found, the JSON holds pi_sft's greedy test accuracy (reported only), the
 fraction of probed questions with both a positive and a negative among the first 2, 4 (the preset's M)
@@ -192,6 +195,8 @@ def pilot(root: Path, probe_root: Path) -> dict:
                                 **both_at(rows, tuple(k for k in (2, 4, 8, 16, 32) if k <= m)),
                                 "seconds": {"sample": stage_seconds(run, "sample"), "grade": stage_seconds(run, "grade")}}
     return {
+        "what": f"D_syn {size} of a {pcfg['data']['arith']['train_size']}-problem pool, {sft['optimizer_steps']} SFT steps of "
+                f"{pcfg['sft']['batch_size']}, probe of {diag['sample_mix'][key]['questions']} training questions x {n} samples",
         "dsyn_size": size,
         "pool": pcfg["data"]["arith"]["train_size"],
         "seed": pcfg["seed"],
@@ -216,6 +221,40 @@ def pilot(root: Path, probe_root: Path) -> dict:
     }
 
 
+def _pilot_key(p: dict) -> tuple:
+    return (p["dsyn_size"], p["pool"], p["seed"], p["sft"]["optimizer_steps"], p["probe"]["questions"],
+            p["probe"]["samples_per_question"])
+
+
+def _merge_values(old, new):
+    """Dicts merge key by key, lists are extended (items already there are not repeated), anything else is replaced."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _merge_values(old[k], v) if k in old else v
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        return old + [v for v in new if v not in old]
+    return new
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``new`` (this run of the exporter, notes included) added to ``old`` (the JSON already written): pilots are
+    matched by D_syn, pool, seed, SFT steps and probe size (a new one replaces its match, the others are kept in
+    order, the new ones appended); the reference keeps its breakdowns unless ``new`` brings them; ``made_by``
+    lists every invocation; the other keys merge as ``_merge_values`` says."""
+    new_keys = {_pilot_key(p) for p in new["pilots"]}
+    pilots = [p for p in old.get("pilots", []) if _pilot_key(p) not in new_keys] + new["pilots"]
+    ref = new["reference_study_point"] if "pit_breakdowns" in new["reference_study_point"] else old.get(
+        "reference_study_point", new["reference_study_point"])
+    made = old.get("made_by", [])
+    made = (made if isinstance(made, list) else [made]) + [new["made_by"]]
+    rest = {k: v for k, v in new.items() if k not in ("pilots", "reference_study_point", "made_by")}
+    out = _merge_values({k: v for k, v in old.items() if k not in ("pilots", "reference_study_point", "made_by")}, rest)
+    return {"what": out.pop("what"), "date": out.pop("date"), "made_by": made, "reference_study_point": ref,
+            "pilots": pilots, **out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="the pilot's run folder (runs/arith-pits)")
@@ -223,6 +262,9 @@ def main() -> None:
                     help="the study's D_syn = 2000 seed-0 point (runs/arith/seed-0/size-2000): adds its breakdowns")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("arith_pit_pilot.json"))
     ap.add_argument("--notes", type=Path, default=None, help="a JSON file whose keys are added as they are (commands, wall times, reading)")
+    ap.add_argument("--merge", action="store_true",
+                    help="add to the JSON already at --out instead of overwriting it: its pilots are kept unless this "
+                         "run measures the same one again, and the notes' keys merge into its keys (dicts by key, lists extended)")
     args = ap.parse_args()
     probes = [p for p in args.root.glob("probe-*") if (p / "report" / "diagnostics.json").exists()]
     pilots = [pilot(args.root, p) for p in sorted(probes, key=lambda p: int(p.name.split("-", 1)[1]))]
@@ -231,17 +273,20 @@ def main() -> None:
         ref["pit_breakdowns"] = breakdowns(args.reference_run, str(args.reference_run / "sft" / "model"))
         ref["test_twins"] = test_twins(args.reference_run)
     out = {
-        "what": "first-pit pilot of the arith task (issue 11): pi_sft on a large D_syn with the preset's 600 SFT steps; "
-                "first pits (BoK-5, linear) vs the first wrong equation on a random subset of its training problems",
+        "what": "first-pit pilots of the arith task (issue 11): pi_sft on a large D_syn with the preset's 600 SFT steps, "
+                "or with more SFT steps at the study's D_syn; first pits (BoK-5, linear) vs the first wrong equation on a "
+                "random subset of its training problems",
         "date": dt.date.today().isoformat(),
         "made_by": f"python docs/results/export_arith_pits.py {args.root}"
                    + (f" --reference-run {args.reference_run}" if args.reference_run else "")
-                   + (f" --notes {args.notes}" if args.notes else ""),
+                   + (f" --notes {args.notes}" if args.notes else "") + (" --merge" if args.merge else ""),
         "reference_study_point": ref,
         "pilots": pilots,
     }
     if args.notes is not None:
         out.update(json.loads(args.notes.read_text()))
+    if args.merge and args.out.exists():
+        out = merge(json.loads(args.out.read_text()), out)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
 
