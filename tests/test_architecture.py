@@ -55,9 +55,10 @@ def _imports(path: Path) -> list[Import]:
     mod = _module_name(path)
     is_pkg = path.name == "__init__.py"
     package = mod if is_pkg else mod.rpartition(".")[0]
+    rel = path.relative_to(REPO_ROOT)
     out = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        where = f"{path.relative_to(REPO_ROOT)}:{getattr(node, 'lineno', 0)}"
+        where = f"{rel}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
             out += [Import(mod, a.name, where) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

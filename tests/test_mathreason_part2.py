@@ -222,10 +222,14 @@ def test_full_mask_pairs_through_the_trainer_path_give_exactly_dpo_loss(tmp_path
 
 
 @pytest.mark.slow
-def test_advantages_resume_after_sigkill_with_rows_equal_to_an_uninterrupted_run(tmp_path):
+def test_advantages_resume_after_sigkill_with_rows_equal_to_an_uninterrupted_run(chain, tmp_path):
     base = tmp_path / "base"
     over = ["advantages.chunk_size=1", "advantages.rollouts=4", "advantages.schedule=all", "advantages.select=all"]
-    run_pipeline(load_config("tiny", [f"run_dir={base}", *over]), ["sft", "sample", "grade"], progress=False)
+    # pi_sft, its samples and their grades are the chain's (the same tiny config but for the advantages section)
+    for folder in ("base", "data", "sft", "sample", "grade"):
+        shutil.copytree(chain[0] / folder, base / folder)
+    up = run_pipeline(load_config("tiny", [f"run_dir={base}", *over]), ["sft", "sample", "grade"], progress=False)
+    assert [r["status"] for r in up] == ["skipped"] * 3
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     shutil.copytree(base, whole)
     shutil.copytree(base, killed)
