@@ -36,7 +36,7 @@ import numpy as np
 
 from mathreason.runs import dumps, write_jsonl_atomic
 
-__all__ = ["ArithSpec", "arith_rows", "first_wrong_line", "reference_values", "write_arith_problems"]
+__all__ = ["ArithSpec", "arith_rows", "first_wrong_line", "reference_values", "wrong_calculation_lines", "write_arith_problems"]
 
 _NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Eva", "Leo", "Zoe")
 _ITEMS = ("apples", "pens", "books", "cards", "shells", "coins", "stamps", "marbles")
@@ -174,6 +174,19 @@ def _arith_ok(a: int, op: str, b: int, c: int) -> bool:
     if op == "*":
         return a * b == c
     return b != 0 and a == b * c
+
+
+def wrong_calculation_lines(text: str) -> list[int]:
+    """Indices of the non-blank lines of ``text`` whose last calculator annotation ``<<a op b=c>>`` is
+    arithmetically wrong (no reference needed: e.g. a rollout that lands on the right answer through a
+    second, compensating error)."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    out = []
+    for i, ln in enumerate(lines):
+        ms = list(_EQ_RE.finditer(ln))
+        if ms and not _arith_ok(int(ms[-1].group(1)), ms[-1].group(2), int(ms[-1].group(3)), int(ms[-1].group(4))):
+            out.append(i)
+    return out
 
 
 def first_wrong_line(response: str, solution: str) -> int | None:

@@ -89,7 +89,8 @@ def spurious_steps(run_dir: str | Path) -> dict[str, Any]:
     every evaluated policy's greedy answers to the test problems (``eval/<tag>/arith/greedy.jsonl``): the
     number of correct responses and the fraction of them with a wrong line
     (:func:`mathreason.arith.first_wrong_line` is not None: a wrong or out-of-order intermediate value, or
-    a wrong calculator result, followed by the right answer, typically a memorised one).
+    a wrong calculator result, followed by the right answer, often through a second, compensating wrong
+    calculation: :func:`mathreason.arith.wrong_calculation_lines`).
     """
     from mathreason.arith import first_wrong_line
 

@@ -46,7 +46,7 @@ import torch
 
 from shared.advantages import first_pit, step_advantages, steps_to_tokens
 from shared.logprobs import token_logprobs
-from shared.objectives import ObjectiveOutput, ObjectiveParams, PreferenceBatch, SequenceBatch, awr_objective, chosen_nll_objective
+from shared.objectives import ObjectiveOutput, ObjectiveParams, PreferenceBatch, SequenceBatch, awr_objective
 from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit_distance_pairs, pair_token_rows, random_pairs
 
 from . import runio
@@ -275,13 +275,10 @@ class PostTrainer:
         # target, source included (nothing else anchors the source copy that evaluation decodes).
         sft_mask = graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device)
         chosen_mask = b.chosen_mask_BT[:, self.P :].contiguous().to(self.device)
-        if self.objective_spec.loss is chosen_nll_objective:
-            # sft_pairs / sft_critical_pairs: per-step DPO's positives without its negatives, scored as SFT scores
-            # the true path (every target token) or as critical-token SFT does (the first node after the source)
-            chosen_mask = sft_mask.clone()
-            if self.objective_spec.tokens == "critical":
-                chosen_mask[:] = False
-                chosen_mask[:, 1] = True
+        if not self.objective_spec.needs_ref:
+            # sft_pairs / sft_critical_pairs: per-step DPO's positives without its negatives, scored as the
+            # sft / sft_critical controls score the true path
+            chosen_mask = self._scored_tokens(sft_mask)
         return PreferenceBatch(
             chosen_BT=chosen,
             rejected_BT=rejected,
@@ -330,15 +327,22 @@ class PostTrainer:
     def _logps(self, seqs: torch.Tensor) -> torch.Tensor:
         return target_logps(self.model, seqs, self.P, self.device, self.cfg.runtime.amp)
 
+    def _scored_tokens(self, target_mask_BL: torch.Tensor) -> torch.Tensor:
+        """The true paths' positions an NLL objective scores: every target token, or (``tokens: critical``)
+        the critical token only (the first node after the source)."""
+        if self.objective_spec.tokens != "critical":
+            return target_mask_BL
+        mask = torch.zeros_like(target_mask_BL)
+        mask[:, 1] = True
+        return mask
+
     def _sft_batch(self, idx: torch.Tensor) -> SequenceBatch:
         """SFT-data rows ``idx`` scored on their target tokens, or on the critical token only."""
         seq = self.sft_data.tokens_NT[idx]
-        mask = torch.zeros(seq.shape[0], self.T - self.P, dtype=torch.bool, device=seq.device)
-        if self.objective_spec.tokens == "critical":
-            mask[:, 1] = True
-        else:
-            mask[:] = True if self.sft_mask is None else self.sft_mask[idx]
-        return SequenceBatch(seq, mask)
+        target = torch.ones(seq.shape[0], self.T - self.P, dtype=torch.bool, device=seq.device)
+        if self.sft_mask is not None:
+            target[:] = self.sft_mask[idx]
+        return SequenceBatch(seq, self._scored_tokens(target))
 
     def step_loss(self, batch: Batch | None, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of rows ``idx`` of ``batch`` (of the SFT data for the ``sft`` pool) and its diagnostics."""

@@ -108,3 +108,11 @@ def test_sample_mix_counts_questions_with_both_positives_and_negatives(tmp_path)
     assert m["questions"] == 4 and m["samples_per_question"] == 4
     assert m["sampled_accuracy"] == pytest.approx(7 / 16)
     assert (m["both"], m["all_correct"], m["none_correct"], m["both_in_first_2"]) == (0.5, 0.25, 0.25, 0.25)
+
+
+def test_wrong_calculation_lines_finds_wrong_annotations_without_a_reference():
+    from mathreason.arith import wrong_calculation_lines
+
+    text = "Tom has 31-2=<<31-2=31>>31 apples.\n\nHe buys 62*2=<<62*2=124>>124.\nThen 124/4=<<124/4=30>>30.\n#### 30"
+    assert wrong_calculation_lines(text) == [0, 2]  # blank lines are not lines; division checked exactly
+    assert wrong_calculation_lines("5+3=<<5+3=8>>8\n#### 8") == [] and wrong_calculation_lines("no equations") == []

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from shared.runio import read_jsonl
+
 # The study's D_syn = 2000, seed 0 point (docs/arith_study.md sections 1 and 4; runs/arith/report/diagnostics.json
 # and runs/arith/seed-0/size-2000/{eval/summary.json, */stage.json} of the study run).
 REFERENCE = {
@@ -52,11 +54,6 @@ REFERENCE = {
                 "pref_per_step_dpo": 48.105, "eval": 26.184,
                 "note": "threads 1, two or three study points side by side on the 2 cores"},
 }
-
-
-def _jsonl(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _by_question(graded: list[dict]) -> dict[str, list[bool]]:
@@ -90,10 +87,10 @@ def _counts(rows: list[tuple[int, int]]) -> dict:
 def breakdowns(run: Path, tokenizer: str | None = None) -> dict:
     """Pits vs truth split by the problem's equations and by pi_sft's competence on the question, and what
     the successful rollouts behind the late pits do (one kept continuation each, decoded with ``tokenizer``)."""
-    from mathreason.arith import _EQ_RE, _arith_ok, first_wrong_line
+    from mathreason.arith import first_wrong_line, wrong_calculation_lines
 
-    refs = {r["id"]: r for r in _jsonl(run / "data" / "dsyn.jsonl")}
-    graded_rows = _jsonl(run / "grade" / "graded.jsonl")
+    refs = {r["id"]: r for r in read_jsonl(run / "data" / "dsyn.jsonl")}
+    graded_rows = read_jsonl(run / "grade" / "graded.jsonl")
     graded = {(r["problem_id"], int(r["sample_index"])): r for r in graded_rows}
     k_valued = yaml.safe_load((run / "advantages" / "config.yaml").read_text())["advantages"]["samples_per_question"] or 0
     unvalued = {q: v[k_valued:] for q, v in _by_question(graded_rows).items()}
@@ -105,7 +102,7 @@ def breakdowns(run: Path, tokenizer: str | None = None) -> dict:
     by_steps: dict[int, list] = defaultdict(list)
     by_comp: dict[str, list] = defaultdict(list)
     late = Counter()
-    for a in _jsonl(run / "advantages" / "advantages.jsonl"):
+    for a in read_jsonl(run / "advantages" / "advantages.jsonl"):
         if a["reward"] > 0:
             continue
         s = graded[(a["problem_id"], int(a["sample_index"]))]
@@ -126,12 +123,7 @@ def breakdowns(run: Path, tokenizer: str | None = None) -> dict:
             if not conts:
                 late["no_kept_continuation"] += 1
                 continue
-            bad = False
-            for ln in tok.decode(conts[0], skip_special_tokens=True).split("\n"):
-                ms = list(_EQ_RE.finditer(ln))
-                if ms:
-                    m = ms[-1]
-                    bad |= not _arith_ok(int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)))
+            bad = bool(wrong_calculation_lines(tok.decode(conts[0], skip_special_tokens=True)))
             late["compensating_wrong_calculation" if bad else "arithmetic_right_throughout"] += 1
     out = {
         "by_problem_equations": {str(n): _counts(v) for n, v in sorted(by_steps.items())},
@@ -155,9 +147,9 @@ def test_twins(point: Path) -> dict | None:
     greedy = point / "eval" / "sft" / "arith" / "greedy.jsonl"
     if not greedy.exists():
         return None
-    train = {r["solution"] for r in _jsonl(point / "data" / "dsyn.jsonl")}
-    test = {r["id"]: r["solution"] for r in _jsonl(point / "data" / "arith_test.jsonl")}
-    g = _jsonl(greedy)
+    train = {r["solution"] for r in read_jsonl(point / "data" / "dsyn.jsonl")}
+    test = {r["id"]: r["solution"] for r in read_jsonl(point / "data" / "arith_test.jsonl")}
+    g = read_jsonl(greedy)
     tw = [bool(r["correct"]) for r in g if test[r["problem_id"]] in train]
     rest = [bool(r["correct"]) for r in g if test[r["problem_id"]] not in train]
     return {"test_problems": len(g), "with_a_training_twin": len(tw),
@@ -182,14 +174,14 @@ def pilot(root: Path, probe_root: Path) -> dict:
     ev = json.loads((point / "eval" / "summary.json").read_text())["sft"]["arith"]["greedy"]
     adv = json.loads((probe / "advantages" / "stage.json").read_text())["summary"]
     n = qcfg["sample"]["n"]
-    graded = _jsonl(probe / "grade" / "graded.jsonl")
+    graded = read_jsonl(probe / "grade" / "graded.jsonl")
     mix = {**diag["sample_mix"][key], **both_at(graded, tuple(k for k in (2, 4, 8, 16) if k <= n))}
     more = {}
     for extra in sorted(p for p in root.glob(f"n*-{size}") if p.is_dir()):
         run = next(extra.glob("seed-*/size-*"), None)
         if run is not None and (run / "grade" / "graded.jsonl").exists():
             m = yaml.safe_load((run / "config.yaml").read_text())["sample"]["n"]
-            rows = _jsonl(run / "grade" / "graded.jsonl")
+            rows = read_jsonl(run / "grade" / "graded.jsonl")
             more[extra.name] = {"questions": len(_by_question(rows)), "samples_per_question": m,
                                 "subset": "the first questions of the probe's subset (same data.subset_seed)",
                                 **both_at(rows, tuple(k for k in (2, 4, 8, 16, 32) if k <= m)),

@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from shared import runio
+from stargraph.runio import is_done
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STUDY = Path("runs/study2")
@@ -84,10 +85,6 @@ def _evals(path: Path) -> list[dict]:
     return [r for r in runio.read_jsonl(path, missing_ok=True) if "test/acc" in r]
 
 
-def runio_done(run_dir: Path) -> bool:
-    return (run_dir / "DONE").exists()
-
-
 def _config(point: Path) -> dict:
     cfg = yaml.safe_load((point / "config.yaml").read_text()) if (point / "config.yaml").exists() else {}
     return cfg or {}
@@ -127,7 +124,7 @@ def export_points(sweep: Path) -> dict:
         if not m or not point.is_dir():
             continue
         recs = _evals(point / "metrics.jsonl")
-        by.setdefault(m.group("group"), []).append((int(m.group("seed")), point, recs, runio_done(point)))
+        by.setdefault(m.group("group"), []).append((int(m.group("seed")), point, recs, is_done(point)))
     groups = {}
     for g, pts in sorted(by.items()):
         pts.sort(key=lambda p: p[0])
@@ -160,7 +157,7 @@ def export_sft(sweep: Path, init_steps: set[int]) -> dict:
     for run in sorted(root.iterdir()) if root.is_dir() else []:
         m = SEED.match(run.name)
         if m and run.is_dir():
-            by.setdefault(m.group("group"), []).append((int(m.group("seed")), _evals(run / "metrics.jsonl"), runio_done(run)))
+            by.setdefault(m.group("group"), []).append((int(m.group("seed")), _evals(run / "metrics.jsonl"), is_done(run)))
     out = {}
     for g, runs in sorted(by.items()):
         runs.sort(key=lambda r: r[0])
