@@ -10,7 +10,13 @@ sha256 of every file.
 
 The slice is the first ``questions`` training questions in the order of ``grade/graded.jsonl`` (the
 sampling order, fixed by the run's seed): no selection on outcomes. pi_sft's weights can be stored in
-bfloat16 (half the size); the manifest records the dtype, and the notebook must load them as float32.
+bfloat16 (half the size) and in shards of at most ``max_shard_mb`` (huggingface_hub's sharded safetensors
+with its index, which ``from_pretrained`` reads); the manifest records the dtype, and the notebook must load
+them as float32.
+
+The course reads the copy committed under ``notebooks/artefacts/arith-teach`` (about 3.5 MB, no file over
+1 MB), so lesson 4 runs in CI without training; ``bash scripts/arith_artefact.sh`` remakes it
+(``TEACH_DIR=notebooks/artefacts/arith-teach``).
 
     python -m mathreason.artefact runs/arith-artefact runs/arith-teach --questions 200
 """
@@ -27,23 +33,44 @@ from typing import Any
 
 from mathreason.runs import read_jsonl, sha256_file, write_jsonl_atomic
 
-__all__ = ["pack_teaching_run", "teaching_dir"]
+__all__ = ["COMMITTED_TEACH_DIR", "pack_teaching_run", "teaching_dir", "verify_teaching_dir"]
+
+
+COMMITTED_TEACH_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "artefacts" / "arith-teach"
 
 
 def teaching_dir() -> Path:
-    """Where the course's teaching copy lives (outside git, like every checkpoint): ``$STEPCREDIT_TEACH_DIR``,
-    else ``runs/arith-artefact-teach`` of the checkout (what ``bash scripts/arith_artefact.sh`` writes)."""
+    """Where the course's teaching copy lives: ``$STEPCREDIT_TEACH_DIR``, else the copy committed with the
+    course (``notebooks/artefacts/arith-teach`` of the checkout)."""
     env = os.environ.get("STEPCREDIT_TEACH_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "runs" / "arith-artefact-teach"
+    return Path(env) if env else COMMITTED_TEACH_DIR
+
+
+def verify_teaching_dir(path: str | Path) -> dict[str, Any]:
+    """Check a teaching copy against its ``MANIFEST.json`` (every listed file present with its sha256, no
+    unlisted file). Returns the manifest; raises ``ValueError`` naming the first file that differs."""
+    path = Path(path)
+    manifest = json.loads((path / "MANIFEST.json").read_text())
+    listed = manifest["files"]
+    present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != "MANIFEST.json"}
+    for rel in sorted(set(listed) | present):
+        if rel not in listed:
+            raise ValueError(f"{path / rel}: not listed in {path / 'MANIFEST.json'}")
+        if rel not in present:
+            raise ValueError(f"{path / rel}: listed in {path / 'MANIFEST.json'} but missing")
+        if sha256_file(path / rel) != listed[rel]["sha256"]:
+            raise ValueError(f"{path / rel}: sha256 differs from {path / 'MANIFEST.json'} (field files.{rel}.sha256)")
+    return manifest
 
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _SUMMARIES = ("config.yaml", "metrics.jsonl", "advantages/summary.json", "grade/summary.json", "pairs/summary.json",
               "eval/summary.json", "eval/sft/arith/summary.json", "eval/pref-per_step_dpo/arith/summary.json")
 
 
-def _copy_model(src: Path, dst: Path, dtype: str) -> None:
+def _copy_model(src: Path, dst: Path, dtype: str, max_shard_mb: float) -> None:
     import torch
-    from safetensors.torch import load_file, save_file
+    from huggingface_hub import save_torch_state_dict
+    from safetensors.torch import load_file
 
     dst.mkdir(parents=True)
     for name in _MODEL_FILES:
@@ -56,11 +83,13 @@ def _copy_model(src: Path, dst: Path, dtype: str) -> None:
     if dtype != "float32":
         target = getattr(torch, dtype)
         tensors = {k: (v.to(target) if v.is_floating_point() else v) for k, v in tensors.items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    # huggingface_hub's sharded layout (model-0000i-of-0000n.safetensors + index) when over max_shard_mb;
+    # one tensor larger than a shard gets a shard of its own
+    save_torch_state_dict(tensors, dst, max_shard_size=int(max_shard_mb * 1e6), metadata={"format": "pt"})
 
 
 def pack_teaching_run(src: str | Path, dst: str | Path, *, questions: int = 200, test_questions: int = 100,
-                      model_dtype: str = "bfloat16") -> dict[str, Any]:
+                      model_dtype: str = "bfloat16", max_shard_mb: float = 1.0) -> dict[str, Any]:
     """Copy the teaching slice of run folder ``src`` into ``dst`` (created; must not exist). Returns the manifest."""
     src, dst = Path(src), Path(dst)
     if dst.exists():
@@ -103,7 +132,7 @@ def pack_teaching_run(src: str | Path, dst: str | Path, *, questions: int = 200,
             if (src / rel).exists():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / rel, tmp / rel)
-        _copy_model(src / "sft" / "model", tmp / "sft" / "model", model_dtype)
+        _copy_model(src / "sft" / "model", tmp / "sft" / "model", model_dtype, max_shard_mb)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "source_run": str(src),
@@ -111,7 +140,7 @@ def pack_teaching_run(src: str | Path, dst: str | Path, *, questions: int = 200,
             "selection": f"the first {len(keep)} training questions in the order of grade/graded.jsonl (no selection on outcomes)",
             "test_questions": counts.get("data/arith_test.jsonl", 0),
             "rows": counts,
-            "model": {"path": "sft/model", "stored_dtype": model_dtype, "load_as": "float32"},
+            "model": {"path": "sft/model", "stored_dtype": model_dtype, "load_as": "float32", "max_shard_mb": max_shard_mb},
             "dropped": ["base model", "per-step DPO model (a notebook makes its own update from pi_sft)", "shards and rounds",
                         "sample/ (its rows are in grade/graded.jsonl)", "checkpoints", "reference log-prob caches",
                         "other questions' rows"],
@@ -133,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--questions", type=int, default=200, help="training questions kept (the first in sampling order)")
     ap.add_argument("--test-questions", type=int, default=100, help="test questions kept (the first of the split)")
     ap.add_argument("--model-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="dtype pi_sft's weights are stored in")
+    ap.add_argument("--max-shard-mb", type=float, default=1.0, help="largest safetensors shard of pi_sft's weights (MB)")
     a = ap.parse_args(argv)
-    m = pack_teaching_run(a.src, a.dst, questions=a.questions, test_questions=a.test_questions, model_dtype=a.model_dtype)
+    m = pack_teaching_run(a.src, a.dst, questions=a.questions, test_questions=a.test_questions, model_dtype=a.model_dtype,
+                          max_shard_mb=a.max_shard_mb)
     print(f"{a.dst}: {m['questions']} questions, {m['total_bytes'] / 1e6:.1f} MB ({', '.join(f'{k} {v}' for k, v in m['rows'].items())})")
 
 

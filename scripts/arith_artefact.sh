@@ -11,8 +11,9 @@
 #
 #   bash scripts/arith_artefact.sh [RUN_DIR] [--set section.field=value ...]
 #
-# TEACH_DIR sets where the teaching copy goes (default RUN_DIR-teach). The course's lesson 4 reads it from
-# runs/arith-artefact-teach (the default) or $STEPCREDIT_TEACH_DIR; like every checkpoint it stays out of git.
+# TEACH_DIR sets where the teaching copy goes (default RUN_DIR-teach). The course's lesson 4 reads the copy
+# committed as notebooks/artefacts/arith-teach (remake it: TEACH_DIR=notebooks/artefacts/arith-teach bash
+# scripts/arith_artefact.sh) or $STEPCREDIT_TEACH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MATHREASON:-.venv/bin/mathreason}"

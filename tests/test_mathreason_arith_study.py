@@ -89,4 +89,19 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
     assert set(man["files"]) == {str(p.relative_to(teach)) for p in teach.rglob("*") if p.is_file()} - {"MANIFEST.json"}
     with pytest.raises(FileExistsError):
         pack_teaching_run(src, teach)
+    # sharded storage (huggingface_hub's layout) loads to the same float32 weights; the manifest check bites
+    from mathreason.artefact import verify_teaching_dir
+    from mathreason.models import load_model
+
+    sharded = tmp_path / "teach-sharded"
+    man2 = pack_teaching_run(src, sharded, questions=10, test_questions=5, max_shard_mb=0.05)
+    shards = sorted((sharded / "sft" / "model").glob("model-*.safetensors"))
+    assert len(shards) > 1 and (sharded / "sft" / "model" / "model.safetensors.index.json").is_file()
+    a = load_model(teach / "sft" / "model", dtype=torch.float32, device="cpu").state_dict()
+    b = load_model(sharded / "sft" / "model", dtype=torch.float32, device="cpu").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert verify_teaching_dir(sharded) == man2
+    (sharded / "grade" / "graded.jsonl").write_text((sharded / "grade" / "graded.jsonl").read_text() + "\n")
+    with pytest.raises(ValueError, match="graded.jsonl.*sha256"):
+        verify_teaching_dir(sharded)
 

@@ -30,12 +30,12 @@ def test_notebook_runs(path, tmp_path, record_property):
             assert not cell.get("outputs"), f"{path.name}: commit notebooks without outputs"
     for module in nb.metadata.get("stepcredit", {}).get("requires", []):  # e.g. lesson 4 runs a transformers model
         pytest.importorskip(module, reason=f"{path.name} needs {module} (pip install -e '.[math]')")
-    if nb.metadata.get("stepcredit", {}).get("requires_teaching_artefact"):  # lesson 4: a trained pi_sft, kept out of git
+    if nb.metadata.get("stepcredit", {}).get("requires_teaching_artefact"):  # lesson 4: the committed teaching copy
         from mathreason.artefact import teaching_dir
 
         if not (teaching_dir() / "MANIFEST.json").is_file():
-            pytest.skip(f"{path.name} needs the arith teaching artefact at {teaching_dir()} (bash scripts/arith_artefact.sh, "
-                        "about 7 minutes; or set STEPCREDIT_TEACH_DIR)")
+            pytest.skip(f"{path.name} needs the arith teaching artefact at {teaching_dir()} (committed as "
+                        "notebooks/artefacts/arith-teach; remake: TEACH_DIR=notebooks/artefacts/arith-teach bash scripts/arith_artefact.sh)")
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     t0 = time.perf_counter()
     client.execute()
@@ -70,3 +70,13 @@ def test_lesson_shape(path):
     for c in code:
         if "plt.subplots" in c.source or "plt.figure" in c.source:
             assert "set_ylabel" in c.source or "ylabel(" in c.source, f"{path.name}: label every figure's axes"
+
+
+def test_committed_teaching_copy_matches_its_manifest():
+    """Lesson 4's teaching copy is the one checkpoint in git: every file listed with its sha256, none over 1 MB."""
+    from mathreason.artefact import COMMITTED_TEACH_DIR, verify_teaching_dir
+
+    man = verify_teaching_dir(COMMITTED_TEACH_DIR)
+    assert man["questions"] == 200 and man["model"]["stored_dtype"] == "bfloat16"
+    assert max(f["bytes"] for f in man["files"].values()) <= 1_000_000
+    assert man["total_bytes"] < 4_000_000
