@@ -14,6 +14,7 @@
 #   bash scripts/arith_pit_pilot.sh 20000                 # N = 20000 of a 20000-problem pool -> runs/arith-pits
 #   bash scripts/arith_pit_pilot.sh 10000                 # N = 10000 of the same pool (nested subset, same test set)
 #   bash scripts/arith_pit_pilot.sh 20000 --set threads=2 # any config override, passed to every command
+#   SEED=1 bash scripts/arith_pit_pilot.sh 2000 ...      # a replicate: its own pi_sft, samples and pits
 #   env: POOL (20000), PROBE (2000 questions), SAMPLES (8 per question), SEED (0), ROOT (runs/arith-pits),
 #        MATHREASON (the command, default .venv/bin/mathreason; e.g. "python -m mathreason.cli")
 set -euo pipefail
@@ -35,5 +36,7 @@ P=(--preset arith --set data.arith.train_size="$POOL" --set data.dsyn="$POINT/da
    --set sample.policy="$POINT/sft/model" --set advantages.policy="$POINT/sft/model" --set sample.n="$SAMPLES")
 "${M[@]}" pipeline "${P[@]}" --set run_dir="$ROOT/probe-$N/seed-$SEED/size-$PROBE" --set seed="$SEED" \
   --set data.subset_size="$PROBE" "$@" --stages sample,grade,advantages --quiet
+# every seed probed so far (diagnostics.json is rewritten with all of them, so SEED=1 after SEED=0 keeps seed 0's entry)
+SEEDS=$(ls -d "$ROOT/probe-$N"/seed-*/ | sed 's#.*/seed-\([0-9]*\)/$#\1#' | sort -n | paste -sd, -)
 "${M[@]}" diagnostics "${P[@]}" --set run_dir="$ROOT/probe-$N" --set "scaling.sizes=[$PROBE]" \
-  --set "scaling.seeds=[$SEED]" "$@" --no-qcurves --quiet
+  --set "scaling.seeds=[$SEEDS]" "$@" --no-qcurves --quiet

@@ -19,9 +19,12 @@ def _ex():
     return mod
 
 
-def _pilot(size: int, steps: int, hit: float) -> dict:
-    return {"dsyn_size": size, "pool": 20000, "seed": 0, "sft": {"optimizer_steps": steps},
-            "probe": {"questions": 2000, "samples_per_question": 8}, "pit_truth": {"hit_rate": hit}}
+def _pilot(size: int, steps: int, hit: float, temperature: float | None = None, seed: int = 0) -> dict:
+    probe = {"questions": 2000, "samples_per_question": 8}
+    if temperature is not None:           # earlier pilots carry no temperature: the preset's 0.7
+        probe["sample_temperature"] = temperature
+    return {"dsyn_size": size, "pool": 20000, "seed": seed, "sft": {"optimizer_steps": steps},
+            "probe": probe, "pit_truth": {"hit_rate": hit}}
 
 
 def test_merge_keeps_old_pilots_and_merges_notes():
@@ -38,9 +41,15 @@ def test_merge_keeps_old_pilots_and_merges_notes():
     assert out["made_by"] == ["cmd0", "cmd1"] and out["what"] == "new" and out["date"] == "d1"
     assert out["commands"] == {"a": "x", "b": "y"} and out["findings"] == ["f1", "f2"]
     assert out["design"] == "one" and out["design_more"] == "two"
+    # another sampling temperature or seed is another pilot; the same temperature written out replaces its match
+    out2 = ex.merge(out, {**new, "pilots": [_pilot(2000, 1200, 0.93, temperature=1.0), _pilot(2000, 1200, 0.9, 1.0, seed=1),
+                                            _pilot(20000, 600, 0.58, temperature=0.7)]})
+    assert [(p["dsyn_size"], p["seed"], p["probe"].get("sample_temperature"), p["pit_truth"]["hit_rate"]) for p in out2["pilots"]] == [
+        (10000, 0, None, 0.55), (2000, 0, None, 0.6), (2000, 0, 1.0, 0.93), (2000, 1, 1.0, 0.9), (20000, 0, 0.7, 0.58)]
 
 
 def test_committed_json_keeps_every_pilot():
     pilots = json.loads(COMMITTED.read_text())["pilots"]
-    keys = [(p["dsyn_size"], p["pool"], p["sft"]["optimizer_steps"]) for p in pilots]
-    assert (10000, 20000, 600) in keys and (20000, 20000, 600) in keys and len(set(keys)) == len(keys)
+    keys = [(p["dsyn_size"], p["pool"], p["sft"]["optimizer_steps"], p["seed"], p["probe"].get("sample_temperature", 0.7))
+            for p in pilots]
+    assert (10000, 20000, 600, 0, 0.7) in keys and (20000, 20000, 600, 0, 0.7) in keys and len(set(keys)) == len(keys)

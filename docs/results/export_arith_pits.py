@@ -162,12 +162,16 @@ def stage_seconds(run: Path, stage: str) -> float | None:
     return json.loads(f.read_text()).get("summary", {}).get("seconds") if f.exists() else None
 
 
-def pilot(root: Path, probe_root: Path) -> dict:
+def pilot(root: Path, probe: Path) -> dict:
+    """One pilot: the probe run ``probe`` (ROOT/probe-N/seed-S/size-P) of the point ROOT/seed-S/size-N."""
+    probe_root = probe.parent.parent
     size = int(probe_root.name.split("-", 1)[1])
-    point = root / "seed-0" / f"size-{size}"
-    probe = next(probe_root.glob("seed-*/size-*"))
+    point = root / probe.parent.name / f"size-{size}"
     diag = json.loads((probe_root / "report" / "diagnostics.json").read_text())
     key = f"{probe.parent.name}/{probe.name}"
+    if key not in diag["pit_truth"]:
+        raise KeyError(f"{probe_root / 'report' / 'diagnostics.json'}: no entry {key!r} (field pit_truth); run the "
+                       f"diagnostics command of scripts/arith_pit_pilot.sh with every seed of the pilot")
     sft = json.loads((point / "sft" / "stage.json").read_text())["summary"]
     pcfg = yaml.safe_load((point / "config.yaml").read_text())
     qcfg = yaml.safe_load((probe / "config.yaml").read_text())
@@ -197,6 +201,7 @@ def pilot(root: Path, probe_root: Path) -> dict:
         "greedy_test_problems": ev["problems"],
         "test_twins": test_twins(point),
         "probe": {"questions": diag["sample_mix"][key]["questions"], "samples_per_question": n,
+                  "sample_temperature": qcfg["sample"]["temperature"],
                   "valued_samples_per_question": qcfg["advantages"]["samples_per_question"],
                   "subset_seed": qcfg["data"]["subset_seed"]},
         "sample_mix": mix,
@@ -215,7 +220,7 @@ def pilot(root: Path, probe_root: Path) -> dict:
 
 def _pilot_key(p: dict) -> tuple:
     return (p["dsyn_size"], p["pool"], p["seed"], p["sft"]["optimizer_steps"], p["probe"]["questions"],
-            p["probe"]["samples_per_question"])
+            p["probe"]["samples_per_question"], p["probe"].get("sample_temperature", 0.7))   # earlier pilots: the preset's 0.7
 
 
 def _merge_values(old, new):
@@ -232,7 +237,7 @@ def _merge_values(old, new):
 
 def merge(old: dict, new: dict) -> dict:
     """``new`` (this run of the exporter, notes included) added to ``old`` (the JSON already written): pilots are
-    matched by D_syn, pool, seed, SFT steps and probe size (a new one replaces its match, the others are kept in
+    matched by D_syn, pool, seed, SFT steps, probe size, samples and sampling temperature (a new one replaces its match, the others are kept in
     order, the new ones appended); the reference keeps its breakdowns unless ``new`` brings them; ``made_by``
     lists every invocation; the other keys merge as ``_merge_values`` says."""
     new_keys = {_pilot_key(p) for p in new["pilots"]}
@@ -259,7 +264,8 @@ def main() -> None:
                          "run measures the same one again, and the notes' keys merge into its keys (dicts by key, lists extended)")
     args = ap.parse_args()
     probes = [p for p in args.root.glob("probe-*") if (p / "report" / "diagnostics.json").exists()]
-    pilots = [pilot(args.root, p) for p in sorted(probes, key=lambda p: int(p.name.split("-", 1)[1]))]
+    pilots = [pilot(args.root, run) for p in sorted(probes, key=lambda p: int(p.name.split("-", 1)[1]))
+              for run in sorted(p.glob("seed-*/size-*"), key=lambda r: int(r.parent.name.split("-", 1)[1]))]
     ref = dict(REFERENCE)
     if args.reference_run is not None:
         ref["pit_breakdowns"] = breakdowns(args.reference_run, str(args.reference_run / "sft" / "model"))
