@@ -91,6 +91,26 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C))  # (B, T', H, D) -> (B, T', C)
 
 
+    def forward_cached(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Attention of new positions ``x`` ``(B, T, C)`` (absolute positions ``S..S+T-1``) to the cached
+        keys and values ``past`` (each ``(B, H, S, D)``; None: ``S = 0``) and causally to themselves.
+        Returns the output ``(B, T, C)`` and the keys and values of all ``S + T`` positions."""
+        B, T, C = x.shape
+        H = self.n_head
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in linear(x, self.qkv.weight, self.qkv.bias).split(C, dim=-1))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, S + T, D)
+        S = k.shape[2] - T
+        if T == 1:  # one new position sees every cached one
+            y = F.scaled_dot_product_attention(q, k, v)
+        elif S == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            mask = torch.arange(S + T, device=x.device).unsqueeze(0) <= torch.arange(S, S + T, device=x.device).unsqueeze(1)  # (T, S + T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -162,6 +182,26 @@ class GPT(nn.Module):
             x = x[:, logits_from:]
         return self.lm_head(self.ln_f(x))
 
+
+    def forward_cached(self, idx_BT: torch.Tensor, cache: list | None = None, logits_from: int = 0) -> tuple[torch.Tensor, list]:
+        """Logits ``(B, T - logits_from, V)`` of new tokens ``idx_BT`` at positions ``S..S+T-1`` after the
+        ``S`` positions of ``cache`` (a list of per-block ``(k, v)``, each ``(B, H, S, D)``, from an earlier
+        call; None: ``S = 0``), and the cache of all ``S + T`` positions. A sequence fed in pieces gets the
+        logits of one :meth:`forward` of it (to float rounding)."""
+        B, T = idx_BT.shape
+        S = 0 if cache is None else cache[0][0].shape[2]
+        if S + T > self.config.block_size:
+            raise ValueError(f"sequence length {S + T} exceeds block_size {self.config.block_size}")
+        if not 0 <= logits_from < T:
+            raise ValueError(f"logits_from={logits_from} outside [0, {T})")
+        x = self.drop(self.wte(idx_BT) + self.wpe(torch.arange(S, S + T, device=idx_BT.device)))
+        new = []
+        for i, block in enumerate(self.blocks):
+            a, kv = block.attn.forward_cached(block.ln_1(x), None if cache is None else cache[i])
+            x = x + a
+            x = x + block.mlp(block.ln_2(x))
+            new.append(kv)
+        return self.lm_head(self.ln_f(x[:, logits_from:])), new
 
 def autocast(device: torch.device | str, amp: bool | str = True):
     """bf16 autocast: ``amp`` true/"auto" = on CUDA only; "bf16" = on CUDA and CPU; false/"off" = never."""
