@@ -150,3 +150,30 @@ def test_cached_generation_gives_the_samples_of_full_forwards(graphs, temperatur
     assert torch.equal(fast[keep], seq[keep])  # the given tokens are kept
     if temperature > 0:
         assert not torch.equal(fast[:, P + 1 :], seq[:, P + 1 :])  # and something was sampled
+
+
+def test_pair_logps_with_a_shared_prompt_equal_separate_passes(graphs):
+    """Per-step DPO's pairs share the prompt and the source: running that part once gives the
+    log-probs and the gradients of one full pass per side."""
+    from stargraph.loop import pair_target_logps, target_logps
+
+    train, _ = graphs
+    P = train.P
+    chosen = train.tokens_NT[:12].clone()
+    rejected = chosen.clone()
+    rejected[:, P + 1 :] = torch.randint(0, 20, (12, rejected.shape[1] - P - 1), generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    grads = []
+    for shared in (True, False):
+        m = _model(5)
+        if shared:
+            lc, lr = pair_target_logps(m, chosen, rejected, P, cpu, "off")
+        else:
+            lc, lr = target_logps(m, chosen, P, cpu, "off"), target_logps(m, rejected, P, cpu, "off")
+        (lc.sum() - 0.5 * lr.sum()).backward()
+        grads.append(({n: p.grad.clone() for n, p in m.named_parameters()}, lc.detach(), lr.detach()))
+    (g1, c1, r1), (g2, c2, r2) = grads
+    assert torch.allclose(c1, c2, atol=1e-5) and torch.allclose(r1, r2, atol=1e-5)
+    assert not torch.allclose(c1, r1)  # the sides differ
+    for n in g1:
+        assert torch.allclose(g1[n], g2[n], atol=1e-5), n
