@@ -51,7 +51,7 @@ from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit
 
 from . import runio
 from .config import DataConfig, PostDataConfig, PostTrainConfig, check_mix
-from .evaluate import evaluate, source_children
+from .evaluate import evaluate, forward_rows, source_children
 from .graphs import GraphSpec
 from .loop import CyclicSampler, EpochSampler, lr_at, make_optimizer, pair_target_logps, run_loop, setup_runtime, target_logps
 from .model import GPT, autocast
@@ -297,7 +297,7 @@ class PostTrainer:
         (chosen sides repeat the same true path once per negative of a graph)."""
         uniq, inv = torch.unique(seqs, dim=0, return_inverse=True)
         out = []
-        bs = self.cfg.runtime.eval_batch_size
+        bs = forward_rows(self.cfg.runtime.eval_batch_size, self.device)
         for i in range(0, uniq.shape[0], bs):
             s = uniq[i : i + bs]
             with autocast(self.device, self.cfg.runtime.amp):

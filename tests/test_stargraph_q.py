@@ -179,7 +179,8 @@ def test_generate_runs_each_distinct_prefix_once_and_samples_each_row(tiny):
     finally:
         del model.forward_cached
     assert shapes[0] == (1, P + 1)  # one distinct prompt, its whole prefix once
-    assert shapes[1:] and all(s == (4000, 1) for s in shapes[1:])  # then one token per row and position
+    assert shapes[1:] and all(s[1] == 1 for s in shapes[1:])  # then one token per row and position
+    assert sum(s[0] for s in shapes[1:]) == 4000 * (data.train.T - P - 2)  # (in chunks of rows)
     with torch.no_grad():
         probs = torch.softmax(model(prompt[:1, : P + 1], logits_from=P)[0, 0].double(), -1)
     first = out[:, P + 1]
