@@ -1,9 +1,9 @@
 """Star-graph throughput: SFT training samples/s and greedy-evaluation prompts/s, printed as JSON.
 
 Uses the testbed's own training step (pre-tokenised data on the device, one ``randperm`` per epoch,
-target-only logits, fused/foreach AdamW, SDPA, optional ``torch.compile``, bf16 autocast) and its
+target-only logits, fused AdamW, SDPA, optional ``torch.compile``, bf16 autocast) and its
 evaluation: greedy accuracy exactly from one teacher-forced pass, and, for reference, autoregressive
-greedy decoding.  ``--export-ntf DIR`` writes the same training/test graphs in Next-Token-Failures'
+greedy decoding (key/value cache).  ``--export-ntf DIR`` writes the same training/test graphs in Next-Token-Failures'
 text format (``deg_D_path_L_nodes_N_{train_200000,test_20000}.txt``) and prints the command that
 trains the same model with their trainer, for a side-by-side comparison.
 

@@ -57,12 +57,14 @@ def setup_runtime(rt: RuntimeConfig) -> torch.device:
 
 
 def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only; fused on CUDA, foreach elsewhere."""
+    """AdamW with decay on matrices only, fused (one kernel per step for every tensor of a group: on the
+    CPU about 3x faster than ``foreach``, which loops over the tensors there; the same update to float
+    rounding); ``foreach`` on devices without a fused kernel."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     dev = next(model.parameters()).device
-    kw = {"fused": True} if dev.type == "cuda" else {"foreach": True}
+    kw = {"fused": True} if dev.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **kw)
 
 
@@ -149,6 +151,25 @@ def target_logps(model, tokens_BT: torch.Tensor, P: int, device: torch.device, a
     with autocast(device, amp):
         logits = model(tokens_BT[:, :-1], logits_from=P - 1)
     return token_logprobs(logits, tokens_BT[:, P:])
+
+
+def pair_target_logps(model, chosen_BT: torch.Tensor, rejected_BT: torch.Tensor, P: int, device: torch.device, amp: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T - P)`` target log-probs of the chosen and of the rejected rows of pairs whose rows share
+    their first ``P + 1`` tokens (the prompt and the source): that shared part runs once per pair (its
+    keys and values serve both sides, :meth:`stargraph.model.GPT.forward_cached`) and only the rest of
+    each side runs twice. The values (and gradients) of :func:`target_logps` of both sides, to float
+    rounding; rows too short for a shared part go through :func:`target_logps`."""
+    B, T = chosen_BT.shape
+    if T - 1 <= P + 1:
+        lp = target_logps(model, torch.cat([chosen_BT, rejected_BT]), P, device, amp)
+        return lp[:B], lp[B:]
+    with autocast(device, amp):
+        head, cache = model.forward_cached(chosen_BT[:, : P + 1], logits_from=P - 1)  # (B, 2, V): positions P - 1, P
+        both = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in cache]  # (2B, H, P + 1, D)
+        tail, _ = model.forward_cached(torch.cat([chosen_BT[:, P + 1 : -1], rejected_BT[:, P + 1 : -1]]), both)  # (2B, T - P - 2, V)
+    logits = torch.cat([torch.cat([head, head]), tail], dim=1)  # (2B, T - P, V)
+    lp = token_logprobs(logits, torch.cat([chosen_BT[:, P:], rejected_BT[:, P:]]))
+    return lp[:B], lp[B:]
 
 
 def sft_step_loss(model, tokens_BT: torch.Tensor, P: int, device: torch.device, amp: bool | str, mask_BL: torch.Tensor | None = None):

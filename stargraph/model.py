@@ -38,39 +38,73 @@ class GPTConfig:
         return asdict(self)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` with the bias added after the product on the CPU (the same values to float rounding).
+
+    On the CPU ``addmm`` first copies the broadcast bias into every output row, which costs more than
+    adding it in place afterwards (about 1 ms per ``(4096, 512)`` output on one core); CUDA and CPU
+    autocast keep the fused bias."""
+    if bias is None or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return F.linear(x, weight, bias)
+    return F.linear(x, weight).add_(bias)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` (same parameters and state dict) computed by :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.qkv = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, q_from: int = 0) -> torch.Tensor:
-        """Causal attention; with ``q_from > 0`` only positions ``q_from..T-1`` are queried (output
-        ``(B, T - q_from, C)``), each still attending to every earlier position."""
-        # Shapes (CONTRIBUTING.md): B batch, T positions, C = n_embd, H heads, D = C // H head width,
-        # T' = T - q_from queried positions.
+    def forward(
+        self, x: torch.Tensor, q_from: int = 0, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Causal attention of new positions ``x`` ``(B, T, C)`` (absolute positions ``S..S+T-1``) to the
+        cached keys and values ``past`` (each ``(B, H, S, D)``; None: ``S = 0``) and to themselves; with
+        ``q_from > 0`` only new positions ``q_from..T-1`` are queried (queries are computed for those
+        only), each still attending to every earlier position. Returns the output ``(B, T - q_from, C)``
+        and the keys and values of all ``S + T`` positions."""
+        # Shapes (CONTRIBUTING.md): B batch, T new positions, S cached ones, C = n_embd, H heads,
+        # D = C // H head width, T' = T - q_from queried positions.
         B, T, C = x.shape  # x: (B, T, C)
         H = self.n_head
-        # (B, T, 3C) -> (B, T, 3, H, D) -> (3, B, H, T, D) -> q, k, v each (B, H, T, D)
-        q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
-        drop = self.dropout if self.training else 0.0
+        w, b = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,): rows [q; k; v]
         if q_from == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)  # (B, H, T, D)
+            q, k, v = linear(x, w, b).split(C, dim=-1)  # each (B, T, C)
         else:
-            q = q[:, :, q_from:]  # (B, H, T', D)
-            rows = torch.arange(q_from, T, device=x.device).unsqueeze(1)  # (T', 1): absolute query positions
-            mask = torch.arange(T, device=x.device).unsqueeze(0) <= rows  # (T', T) bottom-right aligned causal mask
+            q = linear(x[:, q_from:], w[:C], None if b is None else b[:C])  # (B, T', C)
+            k, v = linear(x, w[C:], None if b is None else b[C:]).split(C, dim=-1)  # each (B, T, C)
+        # (B, T, C) -> (B, T, H, D) -> (B, H, T, D); split + transposed views instead of one permute and
+        # unbind: their backward is one concatenation instead of a stack and a copy
+        q, k, v = (t.view(B, t.shape[1], H, C // H).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, S + T, D)
+        S = k.shape[2] - T
+        drop = self.dropout if self.training else 0.0
+        if S == 0 and q_from == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)  # (B, H, T, D)
+        elif q_from == T - 1:  # one query, the last position: it sees every key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, H, 1, D)
+        else:
+            rows = torch.arange(S + q_from, S + T, device=x.device).unsqueeze(1)  # (T', 1): absolute query positions
+            mask = torch.arange(S + T, device=x.device).unsqueeze(0) <= rows  # (T', S + T) bottom-right aligned causal mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)  # (B, H, T', D)
-        return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C))  # (B, T', H, D) -> (B, T', C)
+        return self.proj(y.transpose(1, 2).reshape(B, T - q_from, C)), (k, v)  # (B, T', H, D) -> (B, T', C)
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.fc = Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,9 +119,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, q_from: int = 0) -> torch.Tensor:
-        x = x[:, q_from:] + self.attn(self.ln_1(x), q_from)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, q_from: int = 0, past=None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The block's output at new positions ``q_from..`` and its keys and values (see the attention)."""
+        a, kv = self.attn(self.ln_1(x), q_from, past)
+        x = x[:, q_from:] + a
+        return x + self.mlp(self.ln_2(x)), kv
 
 
 class GPT(nn.Module):
@@ -122,21 +158,30 @@ class GPT(nn.Module):
 
     def forward(self, idx_BT: torch.Tensor, logits_from: int = 0) -> torch.Tensor:
         """Logits ``(B, T - logits_from, V)`` for positions ``logits_from..T-1`` of ``idx_BT``."""
+        return self.forward_cached(idx_BT, None, logits_from)[0]
+
+    def forward_cached(self, idx_BT: torch.Tensor, cache: list | None = None, logits_from: int = 0) -> tuple[torch.Tensor, list]:
+        """Logits ``(B, T - logits_from, V)`` of new tokens ``idx_BT`` at positions ``S+logits_from..S+T-1``
+        after the ``S`` positions of ``cache`` (a list of per-block ``(k, v)``, each ``(B, H, S, D)``, from an
+        earlier call; None: ``S = 0``), and the cache of all ``S + T`` positions. A sequence fed in pieces
+        gets the logits of one :meth:`forward` of it (to float rounding)."""
         B, T = idx_BT.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx_BT.device)
+        S = 0 if cache is None else cache[0][0].shape[2]
+        if S + T > self.config.block_size:
+            raise ValueError(f"sequence length {S + T} exceeds block_size {self.config.block_size}")
         if not 0 <= logits_from < T:
             raise ValueError(f"logits_from={logits_from} outside [0, {T})")
-        x = self.drop(self.wte(idx_BT) + self.wpe(pos))
+        x = self.drop(self.wte(idx_BT) + self.wpe(torch.arange(S, S + T, device=idx_BT.device)))
         last = len(self.blocks) - 1
+        new = []
         for i, block in enumerate(self.blocks):
-            # Only the positions that get logits matter after the last block: skip the others there.
-            x = block(x, logits_from if i == last else 0)
+            # Only the positions that get logits matter after the last block: skip the others there
+            # (their keys and values are still computed).
+            x, kv = block(x, logits_from if i == last else 0, None if cache is None else cache[i])
+            new.append(kv)
         if last < 0:
             x = x[:, logits_from:]
-        return self.lm_head(self.ln_f(x))
-
+        return self.lm_head(self.ln_f(x)), new
 
 def autocast(device: torch.device | str, amp: bool | str = True):
     """bf16 autocast: ``amp`` true/"auto" = on CUDA only; "bf16" = on CUDA and CPU; false/"off" = never."""

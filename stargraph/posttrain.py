@@ -51,9 +51,9 @@ from shared.pairs import PairStats, collate_pair_rows, first_pit_pairs, max_edit
 
 from . import runio
 from .config import DataConfig, PostDataConfig, PostTrainConfig, check_mix
-from .evaluate import evaluate, source_children
+from .evaluate import evaluate, forward_rows, source_children
 from .graphs import GraphSpec
-from .loop import CyclicSampler, EpochSampler, lr_at, make_optimizer, run_loop, setup_runtime, target_logps
+from .loop import CyclicSampler, EpochSampler, lr_at, make_optimizer, pair_target_logps, run_loop, setup_runtime, target_logps
 from .model import GPT, autocast
 from .objectives import spec_of
 from .rollouts import StepQ, exact_step_q, mc_step_q, on_path, sample_responses, true_path_step_q
@@ -271,6 +271,8 @@ class PostTrainer:
         b = collate_pair_rows(rows, pad_id=self.pad, length=self.T)
         chosen = b.chosen_BT.to(self.device)
         rejected = b.rejected_BT.to(self.device)
+        if not torch.equal(chosen[:, : self.P + 1], rejected[:, : self.P + 1]):  # step_loss runs the shared part once
+            raise RuntimeError("posttrain: the two sides of a pair must share the prompt and the source")
         # Every chosen sequence is the true path (prefixes lie on it): the SFT term covers the whole
         # target, source included (nothing else anchors the source copy that evaluation decodes).
         sft_mask = graphs.target_mask_NL[torch.tensor(row_q, device=graphs.tokens_NT.device)].to(self.device)
@@ -295,7 +297,7 @@ class PostTrainer:
         (chosen sides repeat the same true path once per negative of a graph)."""
         uniq, inv = torch.unique(seqs, dim=0, return_inverse=True)
         out = []
-        bs = self.cfg.runtime.eval_batch_size
+        bs = forward_rows(self.cfg.runtime.eval_batch_size, self.device)
         for i in range(0, uniq.shape[0], bs):
             s = uniq[i : i + bs]
             with autocast(self.device, self.cfg.runtime.amp):
@@ -352,9 +354,8 @@ class PostTrainer:
             pi_c = self._logps(batch.chosen_BT)
             logps = (pi_c, torch.zeros_like(pi_c))
         elif isinstance(batch, PreferenceBatch):
-            B = len(batch)
-            lp = self._logps(torch.cat([batch.chosen_BT, batch.rejected_BT]))
-            logps = (lp[:B], lp[B:])
+            # both sides share the prompt and the source (checked in _pair_batches): that part runs once
+            logps = pair_target_logps(self.model, batch.chosen_BT, batch.rejected_BT, self.P, self.device, self.cfg.runtime.amp)
         else:
             logps = self._logps(batch.tokens_BT)
         out = spec(batch, logps, self.params)

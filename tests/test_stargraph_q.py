@@ -160,20 +160,27 @@ def test_on_path_marks_the_first_error_onwards(tiny):
 
 
 def test_generate_runs_each_distinct_prefix_once_and_samples_each_row(tiny):
-    """Rows sampled from the same prompt share the forward pass (fewer model rows than samples),
-    yet every row draws its own token: the empirical distribution of the first sampled token
-    matches the model's probabilities, as without the sharing."""
+    """Rows sampled from the same prompt share the prompt's forward pass (one row for 4000 samples),
+    every later position is one token per row on the cache, yet every row draws its own token: the
+    empirical distribution of the first sampled token matches the model's probabilities."""
     model, data = tiny
     P = data.train.P
     prompt = data.train.tokens_NT[:1].repeat(4000, 1)
-    rows_seen: list[int] = []
-    hook = model.register_forward_pre_hook(lambda m, args, kwargs: rows_seen.append(args[0].shape[0]), with_kwargs=True)
+    shapes: list[tuple[int, int]] = []
+    cached = model.forward_cached
+
+    def spy(idx_BT, cache=None, logits_from=0):
+        shapes.append(tuple(idx_BT.shape))
+        return cached(idx_BT, cache, logits_from)
+
+    model.forward_cached = spy
     try:
         out = generate(model, prompt, P + 1, temperature=1.0, generator=torch.Generator().manual_seed(0), amp="off")
     finally:
-        hook.remove()
-    assert rows_seen[0] == 1  # one distinct prompt at the first generated position
-    assert sum(rows_seen) < 4000  # later positions: one row per distinct prefix, not per sample
+        del model.forward_cached
+    assert shapes[0] == (1, P + 1)  # one distinct prompt, its whole prefix once
+    assert shapes[1:] and all(s[1] == 1 for s in shapes[1:])  # then one token per row and position
+    assert sum(s[0] for s in shapes[1:]) == 4000 * (data.train.T - P - 2)  # (in chunks of rows)
     with torch.no_grad():
         probs = torch.softmax(model(prompt[:1, : P + 1], logits_from=P)[0, 0].double(), -1)
     first = out[:, P + 1]
