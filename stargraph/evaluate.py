@@ -249,23 +249,17 @@ def _generate(model: GPT, seq_BT, start_B, temperature, generator, amp, batch_si
         caches.append(kv)
     prompt_kv = [tuple(torch.cat([kv[layer][i] for kv in caches]) for i in (0, 1)) for layer in range(len(caches[0]))]  # (U, H, first, D)
     logits_BV = torch.cat(parts)[inv]
-    gen_kv: list | None = None  # per block (k, v) of the rows' positions first..t-1: (B, H, t - first, D)
+    # Per chunk of rows, the per-block (k, v) of positions 0..t-1 (each (rows, H, t, D)): the rows' prompt
+    # caches at first, then what forward_cached returns (its input cache with the new position appended).
+    row_kv = [[(pk[inv[c : c + rows_fwd]], pv[inv[c : c + rows_fwd]]) for pk, pv in prompt_kv] for c in range(0, B, rows_fwd)]
     for t in range(first, T):
         if t > first:  # feed every row's token at t - 1 (generated or fixed): the logits of position t - 1
-            parts, steps = [], []
-            for c in range(0, B, rows_fwd):
-                u = inv[c : c + rows_fwd]
-                cache = [
-                    (pk[u], pv[u]) if gen_kv is None else (torch.cat([pk[u], gen_kv[i][0][c : c + rows_fwd]], 2), torch.cat([pv[u], gen_kv[i][1][c : c + rows_fwd]], 2))
-                    for i, (pk, pv) in enumerate(prompt_kv)
-                ]
+            parts = []
+            for j, c in enumerate(range(0, B, rows_fwd)):
                 with autocast(dev, amp):
-                    logits, kv = model.forward_cached(seq[c : c + rows_fwd, t - 1 : t], cache)
+                    logits, row_kv[j] = model.forward_cached(seq[c : c + rows_fwd, t - 1 : t], row_kv[j])
                 parts.append(logits[:, 0].float())
-                steps.append([(k[:, :, -1:], v[:, :, -1:]) for k, v in kv])
             logits_BV = torch.cat(parts)
-            new = [tuple(torch.cat([st[layer][i] for st in steps]) for i in (0, 1)) for layer in range(len(prompt_kv))]
-            gen_kv = new if gen_kv is None else [(torch.cat([g[0], n[0]], 2), torch.cat([g[1], n[1]], 2)) for g, n in zip(gen_kv, new)]
         rows = (start <= t).nonzero().squeeze(1)
         logits_rows = logits_BV[rows]
         for c in range(0, rows.numel(), batch_size):

@@ -183,6 +183,7 @@ class GPT(nn.Module):
             x = x[:, logits_from:]
         return self.lm_head(self.ln_f(x)), new
 
+
 def autocast(device: torch.device | str, amp: bool | str = True):
     """bf16 autocast: ``amp`` true/"auto" = on CUDA only; "bf16" = on CUDA and CPU; false/"off" = never."""
     dev = torch.device(device)
