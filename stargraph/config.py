@@ -182,7 +182,7 @@ class TrainConfig:
 @dataclass
 class PoolConfig:
     policy: Literal["fixed", "resampled", "balanced", "fresh"] = "resampled"
-    "fixed: sampled once from the starting policy; resampled: every resample_every steps from the sampler policy on training graphs; balanced: like resampled, but every graph with a negative contributes exactly samples_per_graph negatives; fresh: like resampled, on newly generated graphs never seen in SFT."
+    "fixed: sampled once from the starting policy; resampled: every resample_every steps from the sampler policy on training graphs; balanced: like resampled, but every graph with a negative contributes exactly samples_per_graph negatives; fresh: like resampled, on newly generated graphs never seen in SFT (the sft / sft_critical controls then train on the true paths of the same fresh graphs, rebuilt at the same steps)."
     resample_every: int = 200
     "Steps between pool rebuilds (0 = build once)."
     graphs: int = 1024

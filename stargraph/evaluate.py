@@ -77,7 +77,7 @@ def teacher_forced(model: GPT, data: TokenizedGraphs, *, batch_size: int = 4096,
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    P, L = data.P, data.L
+    P = data.P
     keys = ("logp_NL", "correct_NL", "child_mass_N", "other_child_N", "non_child_N", "min_child_N")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     degree = data.spec.degree

@@ -338,6 +338,21 @@ class PostTrainer:
         mask[:, 1] = True
         return mask
 
+    def _fresh_sft_data(self) -> None:
+        """The sft / sft_critical controls under ``pool.policy: fresh``: the true paths of the graphs a pool
+        of this round would hold (the same ``fresh_queries`` call as ``build_pool``, so a control sees
+        exactly the fresh graphs and queries its per-step arm of the same seed sees), rebuilt at the same
+        steps, one seeded epoch sampler over them."""
+        cfg, pc = self.cfg, self.cfg.pool
+        qs = fresh_queries(self.qd, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, rng=self.rng_goals, device=self.device)
+        self.round += 1
+        self._set_sft_data(qs.data)
+        self.sft_sampler = EpochSampler(len(self.sft_data), min(cfg.batch_size, len(self.sft_data)), self.sft_sampler.g, self.device)
+
+    def _set_sft_data(self, data) -> None:
+        self.sft_data = data
+        self.sft_mask = None if data.target_len_N is None else data.target_mask_NL
+
     def _sft_batch(self, idx: torch.Tensor) -> SequenceBatch:
         """SFT-data rows ``idx`` scored on their target tokens, or on the critical token only."""
         seq = self.sft_data.tokens_NT[idx]
@@ -397,6 +412,8 @@ class PostTrainer:
             self.sampler = CyclicSampler(len(self.batch), cfg.batch_size, self.gen_batch) if self.batch is not None else None
             self.pool_time += time.perf_counter() - tp
             self.model.train()
+        if not self.needs_pool and pc.policy == "fresh" and rebuild:
+            self._fresh_sft_data()
         if self.needs_pool and self.sampler is None:
             self.skipped += 1
             return None
@@ -439,6 +456,8 @@ class PostTrainer:
             "batch": None if self.batch is None else (type(self.batch).__name__, {k: v.cpu() for k, v in self.batch.tensors().items()}),
             "sampler": None if self.sampler is None else self.sampler.state(),
             "sft_sampler": None if self.sft_sampler is None else self.sft_sampler.state(),
+            # the fresh graphs of the sft / sft_critical controls under pool.policy fresh (else the fixed set)
+            "sft_data": self.sft_data.to("cpu") if self.cfg.pool.policy == "fresh" and not self.needs_pool else None,
             "pool_stats": dict(self.pool_stats),
             "pool_time": self.pool_time,
             "acc": {k: [t.cpu() for t in v] for k, v in self.acc.items()},
@@ -460,6 +479,9 @@ class PostTrainer:
         if st["sampler"] is not None:
             self.sampler = CyclicSampler(len(self.batch), self.cfg.batch_size, self.gen_batch)
             self.sampler.load(st["sampler"])
+        if st.get("sft_data") is not None:
+            self._set_sft_data(st["sft_data"].to(self.device))
+            self.sft_sampler = EpochSampler(len(self.sft_data), min(self.cfg.batch_size, len(self.sft_data)), self.sft_sampler.g, self.device)
         if st["sft_sampler"] is not None:
             self.sft_sampler.load(st["sft_sampler"])
         self.pool_stats = dict(st["pool_stats"])

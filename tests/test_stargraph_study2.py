@@ -26,7 +26,7 @@ from stargraph.train import load_data, train_sft
 
 REPO = Path(__file__).resolve().parent.parent
 RT = RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off")
-STUDY2 = ("study2_strength", "study2_metric", "study2_structured", "study2_decomp")
+STUDY2 = ("study2_strength", "study2_metric", "study2_structured", "study2_decomp", "study2_online")
 
 
 def tiny_train(steps: int = 60, sft: dict | None = None, **data) -> TrainConfig:
@@ -158,7 +158,7 @@ def test_online_sft_draws_fresh_graphs_every_step_deterministically(tmp_path):
     assert not got & test_rows and not got & train_rows  # new graphs, never a test (or fixed training) graph
     assert (b0.tokens_NT[0::2, b0.P - 3] == b0.tokens_NT[1::2, b0.P - 3]).all()  # all_leaves: both goals of each graph
     a = train_sft(cfg, tmp_path / "a", log=lambda s: None)
-    b = train_sft(cfg, tmp_path / "b", log=lambda s: None)
+    train_sft(cfg, tmp_path / "b", log=lambda s: None)
     strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rs]
     assert strip(runio.read_jsonl(tmp_path / "a" / "metrics.jsonl")) == strip(runio.read_jsonl(tmp_path / "b" / "metrics.jsonl"))
     assert a["step"] == 6 and a["epoch"] is None
@@ -225,6 +225,11 @@ def test_structured_and_decomposition_presets_set_their_options():
     cfg = resolve(SweepConfig, preset="study2_decomp", config_file=None, overrides={})
     sft_tasks, _ = plan(cfg, Path("/nonexistent"))
     assert {(tuple(t.cfg.data.mix_path_lens), t.cfg.data.goals) for t in sft_tasks} == {((), "leaf"), ((2, 3), "leaf"), ((), "all_nodes"), ((2, 3), "all_nodes")}
+    cfg = resolve(SweepConfig, preset="study2_online", config_file=None, overrides={})
+    sft_tasks, points = plan(cfg, Path("/nonexistent"))
+    assert all(t.cfg.data.online for t in sft_tasks)  # SFT on fresh graphs every step
+    assert {t.cfg.pool.policy for t, _ in points} == {"fresh"} and {t.cfg.max_steps for t, _ in points} == {3000}
+    assert {i["objective"] for _, i in points} == {"sft", "per_step_dpo", "per_step_dpo_sft"}
 
 
 TINY = {
@@ -239,6 +244,7 @@ ONE_POINT = {
     "study2_metric": ("base", "per_step_dpo_sft"),
     "study2_structured": ("structured", "awr"),
     "study2_decomp": ("mix23_nodes", "per_step_dpo"),
+    "study2_online": ("online", "per_step_dpo"),
 }
 
 

@@ -17,6 +17,7 @@ from conftest import REPO_ROOT
 from stargraph import configlib, loop, runio
 from stargraph.config import OBJECTIVES, DataConfig, ModelConfig, PoolConfig, PostTrainConfig, RuntimeConfig, SFTConfig, TrainConfig
 from stargraph.graphs import make_splits
+from stargraph.loop import EpochSampler
 from stargraph.posttrain import PostTrainer, posttrain
 from stargraph.train import train_sft
 
@@ -276,3 +277,39 @@ def test_lesson_configs_give_the_same_weights_whatever_the_evaluation_schedule(t
         assert pc.objective == "sft_critical_pairs" and pc.max_steps == 7 and pc.beta == 0.3 and pc.pool.resample_every == 0
     finally:
         make_splits.cache_clear()
+
+
+@pytest.mark.parametrize("objective", ["sft", "sft_critical"])
+def test_sft_controls_of_fresh_pools_train_on_the_pools_fresh_graphs(sft_run, tmp_path, objective):
+    """Under pool.policy fresh the sft / sft_critical controls are SFT on the same data as the per-step arm:
+    at every rebuild they switch to the true paths of exactly the fresh graphs the arm's pool of that round
+    holds (never a training or test graph), so their batches come from those graphs only."""
+    pool = {"policy": "fresh", "resample_every": 2}
+    arm = PostTrainer(_pt(sft_run, "per_step_dpo", pool=pool), tmp_path / "arm", log=lambda s: None)
+    ctl = PostTrainer(_pt(sft_run, objective, pool=pool), tmp_path / "ctl", log=lambda s: None)
+    ctl.sft_sampler = EpochSampler(len(ctl.sft_data), 8, torch.Generator().manual_seed(1), ctl.device)
+    fixed = {tuple(r) for r in ctl.sft_data.tokens_NT.tolist()}
+    for rnd in range(2):
+        graphs = arm.build_pool().graphs.tokens_NT
+        ctl.step(2 * rnd)  # a rebuild step
+        assert torch.equal(ctl.sft_data.tokens_NT, graphs)
+        assert not {tuple(r) for r in graphs.tolist()} & fixed
+        seen = set()
+        for _ in range(3):
+            seen |= {tuple(r) for r in ctl._sft_batch(ctl.sft_sampler.next()).tokens_BT.tolist()}
+        assert seen <= {tuple(r) for r in graphs.tolist()}
+    assert ctl.round == arm.round == 2
+
+
+def test_killed_sft_control_on_fresh_pools_resumes_to_the_same_metrics(sft_run, tmp_path, monkeypatch):
+    """The control's fresh graphs of the current round survive a resume (they are in the snapshot)."""
+    cfg = replace(_pt(sft_run, "sft", pool={"policy": "fresh", "resample_every": 3}), max_steps=6)
+    posttrain(cfg, tmp_path / "full", log=lambda s: None)
+    monkeypatch.setattr(loop, "AFTER_STEP", [kill_at(5, raise_killed)])
+    with pytest.raises(Killed):
+        posttrain(cfg, tmp_path / "killed", log=lambda s: None)
+    monkeypatch.setattr(loop, "AFTER_STEP", [])
+    posttrain(cfg, tmp_path / "killed", log=lambda s: None)
+    full = strip_time(runio.read_jsonl(tmp_path / "full" / "metrics.jsonl"))
+    assert strip_time(runio.read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == full
+    assert [r["step"] for r in full] == [0, 2, 4, 6]
