@@ -99,8 +99,8 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> tuple[list[Task], list[tuple[Task
         sdir = sweep_dir / "sft" / sname
         sft_task = Task("sft", tcfg, str(sdir), f"sft/{sname}")
         for init, obj, pool in itertools.product(cfg.init_steps, cfg.objectives, cfg.pools):
-            if obj in POOL_FREE and pool != cfg.pools[0]:
-                continue  # sft / sft_critical train on the SFT data: the pool axis would only repeat them
+            if obj in POOL_FREE and pool != "fresh" and pool != next(p for p in cfg.pools if p != "fresh"):
+                continue  # sft / sft_critical train on the SFT data (on fresh pools' graphs under fresh): other pools only repeat them
             pcfg = _apply(PostTrainConfig, cfg.posttrain, p_over, f"sweep variant {vname!r}")
             pcfg = replace(
                 pcfg, init=str(sdir / f"ckpt_{init}.pt"), objective=obj, seed=seed,

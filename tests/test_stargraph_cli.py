@@ -314,3 +314,17 @@ def test_sweep_folder_tags_hash_the_old_names():
     from stargraph.sweep import _tag
 
     assert _tag({"sft.learning_rate": 0.1}) == _tag({"sft.lr": 0.1}) != _tag({"sft.learning_rate": 0.2})
+
+
+def test_sweep_keeps_a_fresh_sft_control_beside_the_training_graph_one():
+    """sft / sft_critical run once for all training-graph pools (same data) and once more for fresh pools,
+    where they train on the fresh graphs (a different control)."""
+    from stargraph.sweep import plan
+
+    over = {"pools": configlib.Sourced(["resampled", "balanced", "fresh"], "test"), "objectives": configlib.Sourced(["sft", "per_step_dpo"], "test")}
+    cfg = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides=over)
+    _, points = plan(cfg, Path("/nonexistent"))
+    per_seed = {(i["objective"], i["pool"]) for _, i in points if i["seed"] == cfg.seeds[0] and i["init_step"] == cfg.init_steps[0]}
+    assert per_seed == {("sft", "resampled"), ("sft", "fresh"), ("per_step_dpo", "resampled"), ("per_step_dpo", "balanced"), ("per_step_dpo", "fresh")}
+    fresh_only = resolve(SweepConfig, preset="tiny_sweep", config_file=None, overrides={"pools": configlib.Sourced(["fresh"], "test")})
+    assert {i["pool"] for _, i in plan(fresh_only, Path("/nonexistent"))[1]} == {"fresh"}
