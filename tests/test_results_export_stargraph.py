@@ -134,3 +134,27 @@ def test_committed_export_is_small_and_has_round_2(ex):
     assert len(strength["groups"]) == 40 and all(e["seeds"] == [0, 1, 2] for e in strength["groups"].values())
     assert strength["status"]["complete"] and strength["status"]["finished_points"] == 120
     assert ex.dumps(out) == COMMITTED.read_text()  # written by this script's formatter
+
+
+def test_tables_print_one_row_per_arm_with_the_last_evaluation(ex, tmp_path, capsys):
+    study, g, c = _study(tmp_path)
+    for seed in (0, 1):  # a mixed family in the SFT runs and the points: its own column and SFT note
+        d = study / "strength" / "sft" / f"g2-4-20_n2000_base_s{seed}"
+        recs = [{"step": s, "test/acc": 0.1, "train/acc": 0.2, "test/crit_acc": 0.3, "test_l2/acc": 0.9 + seed / 100} for s in (0, 100, 200)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for seed, acc in ((0, 0.1), (1, 0.2)):
+        p = study / "strength" / "points" / f"{g}_s{seed}" / "metrics.jsonl"
+        p.write_text("".join(json.dumps({**r, "test_l2/acc": 0.5}) + "\n" for r in _evals(seed, acc, pref=True)))
+    out = tmp_path / "o.json"
+    ex.main([str(study), "--out", str(out)])
+    spec = importlib.util.spec_from_file_location("stargraph_tables", SCRIPT.with_name("stargraph_tables.py"))
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    tables.main(["strength", "--json", str(out)])
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| arm")]
+    assert [r.split(" | ")[0] for r in rows] == ["| continued SFT (control)", "| per-step DPO"]
+    dpo = rows[1].split(" | ")
+    assert dpo[2] == "2" and dpo[4] == "0.150 ± 0.071" and dpo[-1] == "0.350 |"  # last evaluation's mean ± sd; max at any eval
+    assert "test acc G(2,2,20)" in text and "SFT at step 100 (2 seeds)" in text and "test_l2 0.905 ± 0.007" in text
+    assert "first pools from step 100: sample acc 0.02" in text

@@ -138,7 +138,7 @@ def export_points(sweep: Path) -> dict:
             keys = [k for k in (*EVAL_KEYS, *TRAIN_KEYS) if all(r.get(k) is not None for r in last)]
             if "train_pref_loss" in keys:
                 keys.remove("train_loss")  # the same number for preference objectives without an SFT term
-            keys += sorted({k for r in last for k in r if FAMILY.match(k)} - set(keys))
+            keys += sorted({k for r in last for k in r if FAMILY.match(k) and all(x.get(k) is not None for x in last)} - set(keys))
             entry["steps_done"] = sorted({int(r["step"]) for r in last})
             entry["last"] = _stats_of(last, keys)
             entry["max_test_acc"] = stats([max(r["test/acc"] for r in p[2]) for p in done])
@@ -167,6 +167,7 @@ def export_sft(sweep: Path, init_steps: set[int]) -> dict:
         for s in steps:
             rows = [(seed, next(r for r in recs if int(r["step"]) == s)) for seed, recs, _ in runs if any(int(r["step"]) == s for r in recs)]
             keys = [k for k in EVAL_KEYS if all(r.get(k) is not None for _, r in rows)]
+            keys += sorted({k for _, r in rows for k in r if FAMILY.match(k) and all(x.get(k) is not None for _, x in rows)})
             at[str(s)] = {"seeds": [seed for seed, _ in rows], **_stats_of([r for _, r in rows], keys)}
         out[g] = {"seeds": [seed for seed, _, _ in runs], "done_seeds": [seed for seed, _, d in runs if d],
                   "init_steps": sorted(s for s in init_steps if str(s) in at), "at_step": at}
