@@ -26,7 +26,7 @@ from stargraph.train import load_data, train_sft
 
 REPO = Path(__file__).resolve().parent.parent
 RT = RuntimeConfig(device="cpu", threads=1, eval_batch_size=512, amp="off")
-STUDY2 = ("study2_strength", "study2_metric", "study2_structured", "study2_decomp", "study2_online")
+STUDY2 = ("study2_strength", "study2_metric", "study2_structured", "study2_decomp", "study2_online", "study2_scale")
 
 
 def tiny_train(steps: int = 60, sft: dict | None = None, **data) -> TrainConfig:
@@ -245,6 +245,7 @@ ONE_POINT = {
     "study2_structured": ("structured", "awr"),
     "study2_decomp": ("mix23_nodes", "per_step_dpo"),
     "study2_online": ("online", "per_step_dpo"),
+    "study2_scale": ("paper", "per_step_dpo_sft"),
 }
 
 
@@ -265,7 +266,7 @@ def test_a_tiny_point_of_each_study2_preset_runs(name, tmp_path):
     if name == "study2_decomp":
         assert all("test_l2_acc" in r and "test_l3_acc" in r for r in rows)
     table = list(csv.DictReader(open(tmp_path / "sw" / "table.csv")))
-    assert len(table) == 2 and "test_forced_token_acc_mean" in table[0]
+    assert len(table) == len(rows) == 2 * len(cfg.pools) and "test_forced_token_acc_mean" in table[0]  # an arm and its control per pool
 
 
 # ---------------------------------------------------------------- benchmark
