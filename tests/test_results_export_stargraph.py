@@ -158,3 +158,17 @@ def test_tables_print_one_row_per_arm_with_the_last_evaluation(ex, tmp_path, cap
     assert dpo[2] == "2" and dpo[4] == "0.150 ± 0.071" and dpo[-1] == "0.350 |"  # last evaluation's mean ± sd; max at any eval
     assert "test acc G(2,2,20)" in text and "SFT at step 100 (2 seeds)" in text and "test_l2 0.905 ± 0.007" in text
     assert "first pools from step 100: sample acc 0.02" in text
+
+
+def test_export_keeps_the_sweeps_it_has_no_run_folders_for(ex, tmp_path, capsys):
+    study, g, _ = _study(tmp_path)
+    out = tmp_path / "o.json"
+    out.write_text(json.dumps({"sweeps": {"old": {"status": {"complete": True}, "groups": {}, "sft": {}},
+                                          "strength": {"status": {}, "groups": {"stale": {}}, "sft": {}}}}))
+    ex.main([str(study), "--out", str(out)])
+    got = json.loads(out.read_text())["sweeps"]
+    assert set(got) == {"old", "strength"} and got["old"]["status"] == {"complete": True}  # kept as it was
+    assert "stale" not in got["strength"]["groups"] and g in got["strength"]["groups"]      # re-exported from its folders
+    assert "kept from the existing file (no run folder here): old" in capsys.readouterr().out
+    ex.main([str(study), "--out", str(out), "--replace"])
+    assert set(json.loads(out.read_text())["sweeps"]) == {"strength"}

@@ -4,6 +4,9 @@ Regenerate (from the repository root, after or while the round-2 sweeps run):
 
     python docs/results/export_stargraph.py runs/study2        # the default folder; --out to write elsewhere
 
+Sweeps of the existing output file whose run folders are not under the study folder are kept as they were
+(``--replace`` drops them), so a machine that holds only some sweeps' run folders updates those.
+
 It reads every sweep folder of the study (``runs/study2/<sweep>/``, made by ``stargraph sweep runs/study2/<sweep>
 --preset study2_<sweep>``) that holds a ``points/`` folder, whichever sweeps exist today, and can be re-run as
 more finish. Lesson 7 of the course (``notebooks/07_stargraph_credit.ipynb``) and lesson 8 read the file.
@@ -222,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("study", type=Path, nargs="?", default=DEFAULT_STUDY,
                     help="the round-2 study folder holding one folder per sweep (default: runs/study2 of this repository)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--replace", action="store_true",
+                    help="drop the sweeps of an existing --out file that the study folder lacks (default: keep them, so a "
+                    "machine that holds only some sweeps' run folders updates those and leaves the others as exported)")
     a = ap.parse_args(argv)
     study = a.study if a.study.is_absolute() or a.study.exists() else REPO / a.study
     if not study.is_dir():
@@ -229,8 +235,14 @@ def main(argv: list[str] | None = None) -> None:
     out = export(study)
     if not out["sweeps"]:
         raise SystemExit(f"export_stargraph: no sweep folder with points/ under {study}")
+    kept = []
+    if a.out.exists() and not a.replace:
+        old = json.loads(a.out.read_text()).get("sweeps", {})
+        kept = sorted(set(old) - set(out["sweeps"]))
+        out["sweeps"].update({n: old[n] for n in kept})
     a.out.write_text(dumps(out))
-    print(f"wrote {a.out}: " + ", ".join(f"{n} ({len(s['groups'])} groups)" for n, s in out["sweeps"].items()))
+    print(f"wrote {a.out}: " + ", ".join(f"{n} ({len(s['groups'])} groups)" for n, s in out["sweeps"].items() if n not in kept)
+          + (f"; kept from the existing file (no run folder here): {', '.join(kept)}" if kept else ""))
 
 
 if __name__ == "__main__":
