@@ -3,6 +3,7 @@ lessons keep the shape the course promises (what you will learn, hidden solution
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 
@@ -59,6 +60,8 @@ def test_the_course_has_its_lessons():
 
 @pytest.mark.parametrize("path", COURSE, ids=[p.name for p in COURSE])
 def test_lesson_shape(path):
+    raw = json.loads(path.read_text())
+    assert all(c.get("id") for c in raw["cells"]), f"{path.name}: every cell needs an id (nbformat 4.5; nbformat.validate warns without)"
     nb = nbformat.read(path, as_version=4)
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "What you will learn" in md, f"{path.name}: say what the student will learn"
