@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.force:
             sys.exit(f"{run_dir} exists: a resumed reproduce would skip finished stages; use --force or a new folder")
         shutil.rmtree(run_dir)
-    exe = Path(sys.executable).with_name("stargraph")
-    cmd = [str(exe) if exe.exists() else "stargraph", "reproduce", str(run_dir), "--preset", args.preset]
+    # this interpreter and whatever stargraph it imports (PYTHONPATH included), not the first console script on PATH
+    cmd = [sys.executable, "-m", "stargraph.cli", "reproduce", str(run_dir), "--preset", args.preset]
     for s in args.set:
         cmd += ["--set", s]
     load0 = os.getloadavg()
