@@ -37,7 +37,7 @@ def _m(d: dict, key: str) -> str:
 
 
 def table(sweep: dict, variant: str) -> str:
-    groups = [g for g in sweep["groups"].values() if g["settings"]["variant"] == variant]
+    groups = [g for g in sweep["groups"].values() if g.get("last") and g["settings"]["variant"] == variant]  # finished points only
     if not groups:
         raise SystemExit(f"no group of variant {variant!r}")
     fams = sorted({k.split("/")[0] for g in groups for k in g["last"] if k.startswith("test_l") and k.endswith("/acc")})
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=JSON)
     a = ap.parse_args(argv)
     sweep = json.loads(a.json.read_text())["sweeps"][a.sweep]
-    variants = a.variant or sorted({g["settings"]["variant"] for g in sweep["groups"].values()})
+    variants = a.variant or sorted({g["settings"]["variant"] for g in sweep["groups"].values() if g.get("settings")})
     st = sweep["status"]
     print(f"<!-- {a.sweep}: {st['finished_points']} of {st['planned_points']} points finished -->")
     for v in variants:
