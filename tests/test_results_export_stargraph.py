@@ -127,7 +127,7 @@ def test_export_cli_is_deterministic_and_rerunnable(ex, tmp_path):
 
 
 def test_committed_export_is_small_and_has_round_2(ex):
-    assert COMMITTED.stat().st_size < 200_000
+    assert COMMITTED.stat().st_size < 300_000  # five sweeps, about 41 kB each
     out = json.loads(COMMITTED.read_text())
     assert out["made_by"] == "python docs/results/export_stargraph.py runs/study2"
     strength = out["sweeps"]["strength"]
