@@ -151,7 +151,7 @@ def response_logprobs(logits_levels: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def response_probs(probs_levels: Sequence[torch.Tensor]) -> torch.Tensor:
     """``(b^L,)`` ``pi(y | x)`` of every response from per-node conditionals."""
-    b = _branching(probs_levels)
+    _branching(probs_levels)  # checks the levels' shapes (the shape check at entry)
     out = torch.ones(1, dtype=probs_levels[0].dtype)
     for p in probs_levels:
         out = (out.unsqueeze(-1) * p).reshape(-1)

@@ -82,7 +82,6 @@ def test_tilted_policies():
 def test_whole_response_dpo_reaches_the_reward_tilted_policy():
     logits_ref, r = _tree(L=2, seed=3)
     beta = 0.5
-    ys = st.all_responses(2, 2)
     pairs = list(itertools.permutations(range(4), 2))
     c, j = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     p_label = torch.sigmoid(r[c] - r[j])

@@ -31,7 +31,7 @@ def brute_force_q(model: GPT, data, g: int, steps: list[int]) -> float:
     """Sum over *every* continuation (all vocabulary tokens at every remaining position) of its
     probability under the model, counting those that a networkx verifier accepts (a walk along the
     graph's edges from the source that ends at the goal after path_len - 1 steps)."""
-    P, T, S = data.train.P, data.train.T, data.spec.path_len - 1
+    P, S = data.train.P, data.spec.path_len - 1
     tokens = data.train.tokens_NT[g]
     E = data.spec.num_edges
     G = nx.DiGraph([(int(tokens[3 * j]), int(tokens[3 * j + 1])) for j in range(E)])
