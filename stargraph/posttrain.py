@@ -130,7 +130,7 @@ class PostTrainer:
         cfg, pc = self.cfg, self.cfg.pool
         rt = cfg.runtime
         if pc.policy == "fresh":
-            qs = fresh_queries(self.qd, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, rng=self.rng_goals, device=self.device)
+            qs = self._fresh_queries()
             n_graphs = qs.n_groups
             gidx = torch.arange(len(qs))
         else:
@@ -338,20 +338,23 @@ class PostTrainer:
         mask[:, 1] = True
         return mask
 
+    def _fresh_queries(self) -> QuerySet:
+        """This round's newly drawn queries (``pool.policy: fresh``): the pools and the sft / sft_critical
+        controls of the same seed draw the same ones."""
+        return fresh_queries(self.qd, self.cfg.pool.graphs, self.data_seed, self.cfg.seed * 100_000 + self.round, rng=self.rng_goals, device=self.device)
+
     def _fresh_sft_data(self) -> None:
         """The sft / sft_critical controls under ``pool.policy: fresh``: the true paths of the graphs a pool
-        of this round would hold (the same ``fresh_queries`` call as ``build_pool``, so a control sees
-        exactly the fresh graphs and queries its per-step arm of the same seed sees), rebuilt at the same
-        steps, one seeded epoch sampler over them."""
-        cfg, pc = self.cfg, self.cfg.pool
-        qs = fresh_queries(self.qd, pc.graphs, self.data_seed, cfg.seed * 100_000 + self.round, rng=self.rng_goals, device=self.device)
+        of this round would hold, rebuilt at the same steps."""
+        qs = self._fresh_queries()
         self.round += 1
         self._set_sft_data(qs.data)
-        self.sft_sampler = EpochSampler(len(self.sft_data), min(cfg.batch_size, len(self.sft_data)), self.sft_sampler.g, self.device)
 
-    def _set_sft_data(self, data) -> None:
+    def _set_sft_data(self, data: TokenizedGraphs) -> None:
+        """The controls' data and a new epoch sampler over it (the same seeded generator)."""
         self.sft_data = data
         self.sft_mask = None if data.target_len_N is None else data.target_mask_NL
+        self.sft_sampler = EpochSampler(len(data), min(self.cfg.batch_size, len(data)), self.sft_sampler.g, self.device)
 
     def _sft_batch(self, idx: torch.Tensor) -> SequenceBatch:
         """SFT-data rows ``idx`` scored on their target tokens, or on the critical token only."""
@@ -481,7 +484,6 @@ class PostTrainer:
             self.sampler.load(st["sampler"])
         if st.get("sft_data") is not None:
             self._set_sft_data(st["sft_data"].to(self.device))
-            self.sft_sampler = EpochSampler(len(self.sft_data), min(self.cfg.batch_size, len(self.sft_data)), self.sft_sampler.g, self.device)
         if st["sft_sampler"] is not None:
             self.sft_sampler.load(st["sft_sampler"])
         self.pool_stats = dict(st["pool_stats"])
