@@ -27,7 +27,7 @@ from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl
 
-__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mix", "spurious_steps", "write_diagnostics"]
+__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mix", "spurious_steps", "write_diagnostics", "fig7_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,16 @@ def _plot(curves: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> No
     atomic_write_bytes(path, buf.getvalue())
 
 
+def fig7_size(cfg) -> int:
+    """The D_syn size of Fig. 7 and of the K sweep: the largest at which every method of the study runs
+    (``scaling.method_sizes``), else the largest size."""
+    from mathreason.scaling import methods_at
+
+    sizes = cfg.scaling.sizes
+    every = [n for n in sizes if len(methods_at(cfg, n)) == len(cfg.scaling.methods)]
+    return max(every or sizes)
+
+
 def write_diagnostics(
     cfg,
     *,
@@ -308,14 +318,15 @@ def write_diagnostics(
     k_sweep: Sequence[int] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Pit truth at every finished point of ``cfg``'s scaling study, and Fig. 7 at its largest size.
+    """Pit truth at every finished point of ``cfg``'s scaling study, and Fig. 7 at its largest size (the
+    largest at which every method runs, when ``scaling.method_sizes`` limits some).
 
     Writes ``<root>/report/diagnostics.json`` (and ``qcurves.png``); the Fig. 7 runs are ordinary run
     folders under each point (``qcurves/<tag>``), so they resume and skip like any stage. With ``k_sweep``
     the largest size's negatives are also re-valued with each K (:func:`pit_truth_vs_k`).
     """
     from mathreason.methods import Step, resolve_method, run_plan
-    from mathreason.scaling import method_tags, points, study_root
+    from mathreason.scaling import method_tags, methods_at, points, study_root
 
     root = study_root(cfg)
     out: dict[str, Any] = {"pit_truth": {}, "qcurves": {}}
@@ -329,13 +340,13 @@ def write_diagnostics(
     comp = sum(v["compared"] for v in out["pit_truth"].values())
     hits = sum(v["hit"] for v in out["pit_truth"].values())
     out["pit_truth_overall"] = {"compared": comp, "hit": hits, "hit_rate": hits / comp if comp else None, "points": len(rates)}
+    largest = fig7_size(cfg)
     if qcurves:
-        largest = max(cfg.scaling.sizes)
         tags = method_tags(list(cfg.scaling.methods), cfg.pipeline.variants)
         for p in points(cfg):
             if p.size != largest or (seeds is not None and p.seed not in seeds) or not (p.run_dir / "point.json").exists():
                 continue
-            pols = {tags[m]: resolve_method(m, cfg.pipeline.variants).policy for m in cfg.scaling.methods}
+            pols = {tags[m]: resolve_method(m, cfg.pipeline.variants).policy for m in methods_at(cfg, p.size)}
             curves = {}
             for tag, qcfg in q_curve_steps(p.cfg, pols, questions=questions, samples=samples, rollouts=rollouts):
                 run_plan([Step(s, qcfg, s) for s in ("sample", "grade", "advantages")], progress=progress)
@@ -344,7 +355,6 @@ def write_diagnostics(
             if curves:
                 _plot(curves, root / "report" / f"qcurves-seed{p.seed}.png", f"Fig. 7: mean Q per step (seed {p.seed}, D_syn = {p.size})")
     if k_sweep:
-        largest = max(cfg.scaling.sizes)
         for p in points(cfg):
             if p.size == largest and (seeds is None or p.seed in seeds) and (p.run_dir / "advantages" / "advantages.jsonl").exists():
                 out.setdefault("pit_truth_vs_k", {})[f"seed-{p.seed}/size-{p.size}"] = pit_truth_vs_k(p.cfg, k_sweep, progress=progress)

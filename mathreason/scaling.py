@@ -68,6 +68,12 @@ def points(cfg: Config) -> list[Point]:
     return out
 
 
+def methods_at(cfg: Config, size: int) -> list[str]:
+    """The methods of ``scaling.methods`` that run at D_syn size ``size`` (``scaling.method_sizes``)."""
+    ms = cfg.scaling.method_sizes
+    return [m for m in cfg.scaling.methods if m not in ms or size in ms[m]]
+
+
 def method_tags(methods: list[str], variants: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Method -> the key of its policy in ``eval/summary.json``."""
     from mathreason.stages import policy_tag
@@ -134,7 +140,7 @@ def run_scaling(cfg: Config, *, force: bool = False, progress: bool = True) -> l
     done = {} if force else {k: rec for k, p in zip(keys, pts) if (rec := finished(p)) is not None}
     r = cfg.ray
     jobs = [
-        Job(k, run_point, (p, methods), {"force": force, "progress": progress, "launcher": cfg.pipeline.launcher},
+        Job(k, run_point, (p, methods_at(cfg, p.size)), {"force": force, "progress": progress, "launcher": cfg.pipeline.launcher},
             cpus=r.cpus_per_task, gpus=r.gpus_per_task)
         for k, p in zip(keys, pts) if k not in done
     ]
@@ -167,5 +173,6 @@ def report(cfg: Config, *, out_dir: str | Path | None = None) -> dict[str, Any]:
     s = cfg.scaling
     benchmark = s.benchmark or cfg.eval.benchmarks[0]
     return write_report(
-        study_root(cfg), method_tags(list(s.methods), cfg.pipeline.variants), benchmark, metric=s.metric, out_dir=out_dir, reference="sft", min_sizes=s.min_sizes
+        study_root(cfg), method_tags(list(s.methods), cfg.pipeline.variants), benchmark, metric=s.metric, out_dir=out_dir, reference="sft",
+        min_sizes=s.min_sizes, sizes_of=s.method_sizes,
     )

@@ -114,7 +114,12 @@ def _numbered_dirs(parent: Path, pattern: re.Pattern) -> dict[int, Path]:
 
 
 def collect(
-    root: str | Path, methods: Mapping[str, str], benchmark: str, metric: str = "greedy"
+    root: str | Path,
+    methods: Mapping[str, str],
+    benchmark: str,
+    metric: str = "greedy",
+    *,
+    sizes_of: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Rows ``{method, policy, seed, size, accuracy, error, stderr, problems}`` of a scaling study.
 
@@ -124,6 +129,8 @@ def collect(
             "per_step_dpo": "pref-per_step_dpo"}``.
         benchmark: benchmark key in the summaries (``gsm8k``, ``math``, ...).
         metric: ``"greedy"`` (greedy accuracy) or ``"sampled"`` (sampled accuracy, the pass@1 mean).
+        sizes_of: method name -> the only sizes it runs at (``scaling.method_sizes``); elsewhere its
+            absence is expected and not noted (a row found there is still read). Unlisted methods: every size.
 
     Returns:
         ``(rows, missing)``: rows sorted by method (in ``methods`` order), size, seed; ``stderr`` is
@@ -171,6 +178,8 @@ def collect(
                 continue
             for method, policy in methods.items():
                 pol = summary.get(policy)
+                if pol is None and sizes_of and method in sizes_of and size not in sizes_of[method]:
+                    continue
                 if not isinstance(pol, dict):
                     have = ", ".join(sorted(map(str, summary))) or "none"
                     missing.append(
@@ -567,13 +576,14 @@ def write_report(
     out_dir: str | Path | None = None,
     reference: str = "sft",
     min_sizes: int = 3,
+    sizes_of: Mapping[str, Sequence[int]] | None = None,
 ) -> dict:
     """:func:`collect` + :func:`build_report`, written atomically to ``out_dir`` (default ``<root>/report/``):
     ``report.json`` (everything, strict JSON), ``report.csv`` (one line per method and size, columns
     :data:`CSV_COLUMNS`), ``scaling.png`` and ``efficiency.png``. Returns the report dict."""
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root / "report"
-    rows, missing = collect(root, methods, benchmark, metric)
+    rows, missing = collect(root, methods, benchmark, metric, sizes_of=sizes_of)
     report = build_report(rows, reference=reference, min_sizes=min_sizes)
     files = ["report.json", "report.csv", "scaling.png", "efficiency.png"]
     report = _clean(

@@ -384,3 +384,36 @@ def test_method_variants_are_their_own_pref_runs_with_their_overrides():
         load_config("tiny", ["pipeline.variants={bad: [sample.n=2]}", "pipeline.methods=[dpo:bad]"])
     with pytest.raises(ConfigError, match="preference methods"):
         load_config("tiny", ["pipeline.variants={v: [pref.beta=1]}", "scaling.methods=[rft:v]"])
+
+
+def test_scaling_runs_each_method_only_at_its_method_sizes(tmp_path, capsys):
+    """scaling.method_sizes: SFT at every size, per-step DPO only at the larger one; the report has no
+    'missing' note for the sizes it was never meant to run at; bad limits are clear config errors."""
+    from mathreason.config import ConfigError
+    from mathreason.diagnostics import fig7_size
+    from mathreason.scaling import methods_at
+
+    root = tmp_path / "study"
+    over = [f"run_dir={root}", "scaling.sizes=[6,10]", "scaling.min_sizes=2", "scaling.methods=[sft,per_step_dpo]",
+            "scaling.method_sizes={per_step_dpo: [10]}"]
+    args = ["--preset", "tiny", *(x for o in over for x in ("--set", o))]
+    cfg = load_config("tiny", over)
+    assert [methods_at(cfg, n) for n in (6, 10)] == [["sft"], ["sft", "per_step_dpo"]]
+    assert fig7_size(cfg) == 10 and fig7_size(load_config("tiny", ["scaling.sizes=[6,10,16]", "scaling.methods=[sft,rft]", "scaling.method_sizes={rft: [6,10]}"])) == 10
+    assert fig7_size(load_config("tiny", ["scaling.sizes=[6,10]"])) == 10
+    assert main(["scaling", *args, "--quiet"]) == 0
+    capsys.readouterr()
+    for n, pols in ((6, {"sft"}), (10, {"sft", "pref-per_step_dpo"})):
+        d = root / "seed-0" / f"size-{n}"
+        assert set(json.loads((d / "eval" / "summary.json").read_text())) == pols
+        assert (d / "pref").exists() == (n == 10) and (d / "sample").exists() == (n == 10)
+        assert json.loads((d / "point.json").read_text())["methods"] == methods_at(cfg, n)
+    assert main(["scaling-report", *args]) == 0
+    capsys.readouterr()
+    rep = json.loads((root / "report" / "report.json").read_text())
+    assert rep["missing"] == []
+    assert {(r["method"], r["size"]) for r in rep["rows"]} == {("sft", 6), ("sft", 10), ("per_step_dpo", 10)}
+    with pytest.raises(ConfigError, match="method_sizes.*not in scaling.sizes"):
+        load_config("tiny", ["scaling.sizes=[6,10]", "scaling.methods=[sft,rft]", "scaling.method_sizes={rft: [7]}"])
+    with pytest.raises(ConfigError, match="method_sizes.*not in scaling.methods"):
+        load_config("tiny", ["scaling.sizes=[6,10]", "scaling.methods=[sft]", "scaling.method_sizes={rft: [6]}"])

@@ -127,6 +127,32 @@ def test_collect_missing_notes_do_not_crash(tmp_path):
     assert pts[("sft", 300)]["seed_ids"] == [1]
 
 
+def test_methods_limited_to_some_sizes_are_expected_only_there(tmp_path):
+    """scaling.method_sizes: a method run only at some sizes leaves no 'missing' note elsewhere, its rows are
+    read where it ran, and its absence where it should have run is still noted."""
+    make_study(tmp_path)
+    for s in SEEDS:
+        for n in SIZES:
+            p = tmp_path / f"seed-{s}" / f"size-{n}" / "eval" / "summary.json"
+            summ = json.loads(p.read_text())
+            if n != 300:
+                del summ["pref-per_step_dpo"]
+            if (s, n) == (1, 300):
+                del summ["rft"]  # rft runs at every size: this absence is noted
+            p.write_text(json.dumps(summ))
+    rows, missing = collect(tmp_path, METHODS, BENCH, sizes_of={"per_step_dpo": [300]})
+    assert missing == ["seed-1/size-300: method 'rft' (policy 'rft') not in the summary (policies: pref-per_step_dpo, sft)"]
+    assert {(r["size"], r["seed"]) for r in rows if r["method"] == "per_step_dpo"} == {(300, 0), (300, 1)}
+    _, noted = collect(tmp_path, METHODS, BENCH)  # without the limits every absence is noted
+    assert sum("'per_step_dpo'" in m for m in noted) == len(SEEDS) * (len(SIZES) - 1)
+    _, wrong = collect(tmp_path, METHODS, BENCH, sizes_of={"per_step_dpo": [100]})  # expected where it did not run
+    assert sum("'per_step_dpo'" in m for m in wrong) == len(SEEDS)
+    rep = write_report(tmp_path, METHODS, BENCH, sizes_of={"per_step_dpo": [300]})
+    pts = _points(rep)
+    assert pts[("per_step_dpo", 300)]["seeds"] == 2 and ("per_step_dpo", 100) not in pts
+    assert pts[("per_step_dpo", 300)]["factor"] == pytest.approx(8, rel=0.05)
+
+
 def test_collect_rejects_missing_root_and_reports_empty(tmp_path):
     with pytest.raises(FileNotFoundError):
         collect(tmp_path / "nope", METHODS, BENCH)
