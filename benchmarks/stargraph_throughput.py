@@ -40,7 +40,38 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: str, compile_: bool) -> dict:
+# Self time of each operator family in a profiled training step (first match wins; the rest is "other").
+OP_FAMILIES = (
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("attention", ("scaled_dot_product",)),
+    ("gelu", ("aten::gelu",)),
+    ("layer_norm", ("layer_norm",)),
+    ("optimizer", ("adam",)),
+)
+
+
+def profile_steps(step, n: int) -> dict:
+    """Where a training step's CPU time goes: torch.profiler's self time of ``n`` steps by operator family
+    (:data:`OP_FAMILIES`) as fractions, and ``kernels`` = the share of matmul, attention, GELU and layer norm,
+    the arithmetic any trainer of the same model must do (the rest is overhead a faster trainer can cut)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    fam: dict[str, float] = {name: 0.0 for name, _ in OP_FAMILIES} | {"other": 0.0}
+    for ev in prof.key_averages():
+        key = ev.key.lower()
+        name = next((f for f, pats in OP_FAMILIES if any(p in key for p in pats)), "other")
+        fam[name] += ev.self_cpu_time_total
+    total = sum(fam.values()) or 1.0
+    frac = {k: v / total for k, v in fam.items()}
+    return {"steps": n, "self_cpu_s": total / 1e6, "fractions": frac,
+            "kernels": frac["matmul"] + frac["attention"] + frac["gelu"] + frac["layer_norm"],
+            "note": "self CPU time under torch.profiler (its own overhead lands in 'other'); fractions of the profiled total"}
+
+
+def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: str, compile_: bool, profile: int = 0) -> dict:
     dev = resolve_device(cfg.runtime.device)
     d = cfg.data
     spec = GraphSpec(d.degree, d.path_len, d.num_nodes)
@@ -72,6 +103,7 @@ def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: 
     _sync(dev)
     train_s = time.perf_counter() - t0
     float(last)
+    prof = profile_steps(step, profile) if profile > 0 else None
 
     bs = cfg.runtime.eval_batch_size
     teacher_forced(model, test.subset(slice(0, min(len(test), bs))), batch_size=bs, amp=amp)  # warm-up
@@ -104,6 +136,7 @@ def bench(cfg: TrainConfig, *, steps: int, warmup: int, eval_prompts: int, amp: 
         "greedy_eval_prompts_per_s": len(test) / tf_s,
         "greedy_eval_method": "exact from one teacher-forced pass (argmax == target at every target position)",
         "greedy_generate_prompts_per_s": len(test) / gen_s,
+        **({"train_step_profile": prof} if prof else {}),
     }
 
 
@@ -116,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", default=None, choices=["auto", "bf16", "off"], help="default: the preset's runtime.amp")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--steps", type=int, default=50, help="timed training steps")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="after the timed steps, profile N more and report where the time goes (train_step_profile)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed training steps first")
     ap.add_argument("--eval-prompts", type=int, default=4096, help="test prompts for the evaluation timings")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -131,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = args.amp or cfg.runtime.amp
     res: dict = {}
     if not args.export_only:
-        res = bench(cfg, steps=args.steps, warmup=args.warmup, eval_prompts=args.eval_prompts, amp=amp, compile_=args.compile)
+        res = bench(cfg, steps=args.steps, warmup=args.warmup, eval_prompts=args.eval_prompts, amp=amp, compile_=args.compile, profile=args.profile)
     res["preset"] = args.preset
     if args.export_ntf:
         d = cfg.data
