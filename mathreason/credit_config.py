@@ -204,7 +204,7 @@ class ScalingConfig:
     methods: list[str] = field(default_factory=lambda: ["sft", "rft", "per_step_dpo"])
     """Methods to train and evaluate at every size (see `mathreason methods`; `base:variant` with pipeline.variants); `sft` is the reference of the efficiency factors."""
     method_sizes: dict[str, list[int]] = field(default_factory=dict)
-    """Sizes at which a method runs, e.g. {per_step_dpo: [2000]} (a method not listed runs at every size); the report and diagnostics expect it only there."""
+    """Sizes at which a method runs, e.g. {per_step_dpo: [2000]} (a method not listed runs at every size); the report and diagnostics expect it only there. Entries for methods or sizes the study does not have are ignored, so scaling.methods and scaling.sizes can be narrowed on the command line."""
     root: str | None = None
     """Folder of the study (None = run_dir)."""
     benchmark: str | None = None
@@ -227,11 +227,10 @@ class ScalingConfig:
 
         bad = [m for m in self.methods if m.split(":", 1)[0] not in METHODS]
         _require(not bad, "methods", f"unknown method(s) {bad}; known: {list(METHODS)} (a variant is base:name, see pipeline.variants)")
-        stray = sorted(set(self.method_sizes) - set(self.methods))
-        _require(not stray, "method_sizes", f"method(s) {stray} are not in scaling.methods {self.methods}")
+        unknown = sorted(m for m in self.method_sizes if m.split(":", 1)[0] not in METHODS)
+        _require(not unknown, "method_sizes", f"unknown method(s) {unknown}; known: {list(METHODS)}")
         for m, ns in self.method_sizes.items():
-            _require(bool(ns) and len(set(ns)) == len(ns), "method_sizes", f"{m}: must be a non-empty list of sizes without repeats")
-            off = sorted(set(ns) - set(self.sizes))
-            _require(not off, "method_sizes", f"{m}: size(s) {off} are not in scaling.sizes {self.sizes}")
+            _require(bool(ns) and len(set(ns)) == len(ns) and all(n >= 1 for n in ns), "method_sizes",
+                     f"{m}: must be a non-empty list of sizes >= 1 without repeats")
         _require(self.min_sizes >= 2, "min_sizes", "must be >= 2")
         _require(self.retries >= 0, "retries", "must be >= 0")
