@@ -189,6 +189,46 @@ def wrong_calculation_lines(text: str) -> list[int]:
     return out
 
 
+WRONG_KINDS = ("calculation", "plan", "copy", "format", "ended", "answer", "extra")
+"""What goes wrong at a response's first wrong line (:func:`first_wrong`): *calculation*: the calculator
+annotation ``<<a op b=c>>`` is arithmetically wrong; *plan*: it is right but computes another value than the
+reference's at that line (a wrong operand or operation, or the steps in another order); *copy*: the visible
+result after the annotation differs from ``c``; *format*: an equation line without an annotation; *ended*:
+the response stops before the line; *answer*: the ``#### N`` line is malformed or N is not the last value;
+*extra*: a further line where ``#### N`` should be."""
+
+
+def first_wrong(response: str, solution: str) -> tuple[int, str] | None:
+    """``(index, kind)`` of the first line of ``response`` that goes wrong against the reference
+    ``solution`` (kinds: :data:`WRONG_KINDS`), or None when every line is right; see :func:`first_wrong_line`."""
+    values = reference_values(solution)
+    lines = [ln for ln in response.split("\n") if ln.strip()]
+    for i, want in enumerate(values):
+        if i >= len(lines):
+            return i, "ended"
+        ms = list(_EQ_RE.finditer(lines[i]))
+        if not ms:
+            return i, ("answer" if _FINAL_RE.match(lines[i].strip()) else "format")
+        m = ms[-1]
+        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        shown = lines[i][m.end() :].strip().rstrip(".")
+        if not _arith_ok(a, op, b, c):
+            return i, "calculation"
+        if c != want:
+            return i, "plan"
+        if shown != str(c):
+            return i, "copy"
+    n = len(values)
+    if n >= len(lines):
+        return n, "ended"
+    m = _FINAL_RE.match(lines[n].strip())
+    if m is None:
+        return n, ("extra" if _EQ_RE.search(lines[n]) else "answer")
+    if int(m.group(1)) != (values[-1] if values else None):
+        return n, "answer"
+    return None
+
+
 def first_wrong_line(response: str, solution: str) -> int | None:
     """Index of the first line of ``response`` that goes wrong against the reference ``solution`` (None: none).
 
@@ -199,23 +239,5 @@ def first_wrong_line(response: str, solution: str) -> int | None:
     lines are all right returns None (even if it goes on after the answer line, which never happens
     for an ended response, as ``####`` is its last line).
     """
-    values = reference_values(solution)
-    lines = [ln for ln in response.split("\n") if ln.strip()]
-    for i, want in enumerate(values):
-        if i >= len(lines):
-            return i
-        ms = list(_EQ_RE.finditer(lines[i]))
-        if not ms:
-            return i
-        m = ms[-1]
-        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        shown = lines[i][m.end() :].strip().rstrip(".")
-        if not _arith_ok(a, op, b, c) or c != want or shown != str(c):
-            return i
-    n = len(values)
-    if n >= len(lines):
-        return n
-    m = _FINAL_RE.match(lines[n].strip())
-    if m is None or int(m.group(1)) != (values[-1] if values else None):
-        return n
-    return None
+    hit = first_wrong(response, solution)
+    return None if hit is None else hit[0]

@@ -27,7 +27,7 @@ from typing import Any
 
 from mathreason.runs import atomic_write_json, read_jsonl
 
-__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mix", "spurious_steps", "write_diagnostics", "fig7_size"]
+__all__ = ["pit_truth", "pit_truth_vs_k", "q_curve", "q_curve_steps", "sample_mix", "spurious_steps", "write_diagnostics", "fig7_size", "error_kinds"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,33 @@ def sample_mix(run_dir: str | Path) -> dict[str, Any]:
         "none_correct": sum(not any(v) for v in cs.values()) / n,
         "both_in_first_2": sum(any(v[:2]) and not all(v[:2]) for v in cs.values()) / n,
     }
+
+
+def error_kinds(run_dir: str | Path) -> dict[str, Any]:
+    """Where each evaluated policy's wrong greedy answers to the test problems first go wrong
+    (``eval/<tag>/arith/greedy.jsonl`` against ``data/arith_test.jsonl``): counts of
+    :data:`mathreason.arith.WRONG_KINDS` at the first wrong line, and that line's mean index. Tells a policy
+    that miscalculates from one that plans the wrong steps or breaks the format."""
+    from mathreason.arith import WRONG_KINDS, first_wrong
+
+    run = Path(run_dir)
+    test = run / "data" / "arith_test.jsonl"
+    out: dict[str, Any] = {}
+    if not (test.exists() and (run / "eval").is_dir()):
+        return out
+    refs = {r["id"]: r["solution"] for r in read_jsonl(test)}
+    for f in sorted((run / "eval").glob("*/arith/greedy.jsonl")):
+        rows = read_jsonl(f)
+        hits = [first_wrong(r["text"], refs[r["problem_id"]]) for r in rows if not r.get("correct")]
+        hits = [h for h in hits if h is not None]  # wrong answer with every line right: cannot happen for ended responses
+        kinds = Counter(k for _, k in hits)
+        out[f.parent.parent.name] = {
+            "responses": len(rows),
+            "wrong": sum(not r.get("correct") for r in rows),
+            "kinds": {k: kinds.get(k, 0) for k in WRONG_KINDS},
+            "mean_index": sum(i for i, _ in hits) / len(hits) if hits else None,
+        }
+    return out
 
 
 def _truth_counts(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -336,6 +363,7 @@ def write_diagnostics(
         out["pit_truth"][f"seed-{p.seed}/size-{p.size}"] = pit_truth(p.run_dir)
         out.setdefault("spurious_steps", {})[f"seed-{p.seed}/size-{p.size}"] = spurious_steps(p.run_dir)
         out.setdefault("sample_mix", {})[f"seed-{p.seed}/size-{p.size}"] = sample_mix(p.run_dir)
+        out.setdefault("error_kinds", {})[f"seed-{p.seed}/size-{p.size}"] = error_kinds(p.run_dir)
     rates = [v["hit_rate"] for v in out["pit_truth"].values() if v["hit_rate"] is not None]
     comp = sum(v["compared"] for v in out["pit_truth"].values())
     hits = sum(v["hit"] for v in out["pit_truth"].values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mathreason.arith import ArithSpec, arith_rows, first_wrong_line, reference_values, write_arith_problems
+from mathreason.arith import WRONG_KINDS, ArithSpec, arith_rows, first_wrong, first_wrong_line, reference_values, write_arith_problems
 from mathreason.config import load_config
 from mathreason.grading import grade_many
 from mathreason.stages import Context
@@ -51,6 +51,19 @@ def test_first_wrong_line_finds_the_first_equation_that_goes_wrong():
     # The first wrong line counts, whatever comes after it.
     bad = with_line(1, "Bags: 2*3=<<2*3=7>>7").replace("12+6=<<12+6=18>>18", "12+7=<<12+7=19>>19")
     assert first_wrong_line(bad, ref) == 1
+    # ... and what went wrong there (first_wrong: the line and its kind)
+    assert first_wrong(ref, ref) is None
+    assert first_wrong(bad, ref) == (1, "calculation")
+    assert first_wrong(with_line(1, "Bags: 2*4=<<2*4=8>>8"), ref) == (1, "plan")
+    assert first_wrong(with_line(2, "Adds 6: 12+6=<<12+6=18>>19"), ref) == (2, "copy")
+    assert first_wrong(with_line(2, "Adds 6: 12+6 is 18"), ref) == (2, "format")
+    assert first_wrong(with_line(1, "#### 12"), ref) == (1, "answer")  # answered too early
+    assert first_wrong(with_line(3, "#### 17"), ref) == (3, "answer")
+    assert first_wrong(with_line(3, "#### x"), ref) == (3, "answer")
+    assert first_wrong("\n".join(lines[:2]), ref) == (2, "ended")
+    assert first_wrong("\n".join(lines[:3]), ref) == (3, "ended")
+    assert first_wrong("\n".join(lines[:3] + ["More: 18+1=<<18+1=19>>19", "#### 19"]), ref) == (3, "extra")
+    assert set(WRONG_KINDS) == {"calculation", "plan", "copy", "format", "ended", "answer", "extra"}
 
 
 def test_the_arith_source_feeds_dsyn_subsets_and_the_benchmark(tmp_path):

@@ -49,6 +49,9 @@ def test_reduced_arith_study_one_seed_two_sizes(tmp_path, capsys):
         assert (root / "report" / f).stat().st_size > 0
     diag = json.loads((root / "report" / "diagnostics.json").read_text())
     assert set(diag["pit_truth"]) == {"seed-0/size-60", "seed-0/size-120"}
+    kinds = diag["error_kinds"]["seed-0/size-120"]  # every evaluated policy's wrong test answers, by first wrong line
+    assert set(kinds) == {METHODS[m].policy.replace("/", "-") for m in methods}
+    assert all(sum(v["kinds"].values()) <= v["wrong"] <= v["responses"] == 40 for v in kinds.values())
     for v in diag["pit_truth"].values():
         assert v["negatives"] == v["compared"] + v["no_pit"] + v["no_wrong_line"] + v["unaligned"]
         assert v["hit"] + v["early"] + v["late"] == v["compared"]
