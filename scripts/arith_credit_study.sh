@@ -16,4 +16,4 @@ read -ra M <<< "${MATHREASON:-.venv/bin/mathreason}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "${M[@]}" scaling --preset arith_credit "$@" --quiet
 "${M[@]}" scaling-report --preset arith_credit "$@"
-"${M[@]}" diagnostics --preset arith_credit "$@" --quiet
+"${M[@]}" diagnostics --preset arith_credit "$@" --questions 50 --samples 2 --rollouts 4 --quiet
