@@ -45,10 +45,7 @@ def export(report_dir: Path, study: str = "study") -> dict:
     diag_path = report_dir / "diagnostics.json"
     diag = json.loads(diag_path.read_text()) if diag_path.exists() else {}
     fit = report["fit"]
-    extra = {}
-    if study == "credit":
-        extra = {k: diag.get(k) for k in ("pit_truth", "sample_mix", "spurious_steps")}
-        extra["qcurves"] = diag.get("qcurves")
+    extra = {k: diag.get(k) for k in ("pit_truth", "sample_mix", "spurious_steps", "qcurves")} if study == "credit" else {}
     return {
         "what": STUDIES[study]["what"],
         "made_by": STUDIES[study]["made_by"],
